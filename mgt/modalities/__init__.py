@@ -1,0 +1,1 @@
+"""Per-modality glue: data sources, preprocessing, writers and editing tools."""
