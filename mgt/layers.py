@@ -1,0 +1,182 @@
+"""Basic layers of the masked Transformer: parameters with logical axis names, norms, attention, MLPs.
+
+Every parameter carries logical axis names (`out_sharding`) so that `mgt.sharding` can map them to a
+mesh with `data` and `fsdp` axes; eager sharding is off so that models also build outside a mesh.
+Parameters are float32; `dtype` is the compute dtype (bfloat16 on accelerators); norms and softmax
+run in float32.
+
+Logical axis names: "embed" (model width), "mlp" (MLP width), "heads", "kv" (head dim), "vocab",
+"levels" (code levels), "pos" (positions), "context" (context embedding width), "layers" (stacked).
+"""
+
+from __future__ import annotations
+
+import math
+from typing import Sequence
+
+import jax
+import jax.numpy as jnp
+from flax import nnx
+
+# Official MaskGIT init: truncated normal (±2σ) with σ = 0.02.
+TRUNC_NORMAL = nnx.initializers.truncated_normal(stddev=0.02)
+ZEROS = nnx.initializers.zeros_init()
+ONES = nnx.initializers.ones_init()
+
+
+def make_param(rngs: nnx.Rngs | None, init, shape: Sequence[int], names: Sequence[str | None]) -> nnx.Param:
+    """A float32 nnx.Param with logical axis `names` (one per dimension)."""
+    shape = tuple(int(s) for s in shape)
+    if len(names) != len(shape):
+        raise ValueError(f"logical names {names} do not match parameter shape {shape}")
+    key = rngs.params() if rngs is not None else jax.random.key(0)
+    return nnx.Param(init(key, shape, jnp.float32), out_sharding=tuple(names), eager_sharding=False)
+
+
+def dropout(x, rate: float, key, deterministic: bool):
+    """Inverted dropout with an explicit key (works inside scanned layers)."""
+    if deterministic or rate == 0.0 or key is None:
+        return x
+    keep = jax.random.bernoulli(key, 1.0 - rate, x.shape)
+    return jnp.where(keep, x / (1.0 - rate), jnp.zeros_like(x))
+
+
+class LayerNorm(nnx.Module):
+    """LayerNorm with `scale` and `bias` `[D]`, computed in float32 (official eps: 1e-12)."""
+
+    def __init__(self, dim: int, *, epsilon: float = 1e-6, rngs: nnx.Rngs | None = None):
+        self.epsilon = epsilon
+        self.scale = make_param(rngs, ONES, (dim,), ("embed",))
+        self.bias = make_param(rngs, ZEROS, (dim,), ("embed",))
+
+    def __call__(self, x):
+        dtype = x.dtype
+        x = x.astype(jnp.float32)
+        mean = x.mean(-1, keepdims=True)
+        var = jnp.square(x - mean).mean(-1, keepdims=True)
+        y = (x - mean) * jax.lax.rsqrt(var + self.epsilon)
+        return (y * self.scale[...] + self.bias[...]).astype(dtype)
+
+
+class RMSNorm(nnx.Module):
+    """RMSNorm with `scale` `[D]`, computed in float32."""
+
+    def __init__(self, dim: int, *, epsilon: float = 1e-6, names=("embed",), rngs: nnx.Rngs | None = None):
+        self.epsilon = epsilon
+        self.scale = make_param(rngs, ONES, (dim,), names)
+
+    def __call__(self, x):
+        dtype = x.dtype
+        x = x.astype(jnp.float32)
+        y = x * jax.lax.rsqrt(jnp.square(x).mean(-1, keepdims=True) + self.epsilon)
+        return (y * self.scale[...]).astype(dtype)
+
+
+class Dense(nnx.Module):
+    """y = x @ kernel + bias, kernel `[in, out]` with logical `names`."""
+
+    def __init__(self, in_dim: int, out_dim: int, *, names=("embed", "mlp"), use_bias=True, init=TRUNC_NORMAL,
+                 dtype=jnp.float32, rngs: nnx.Rngs | None = None):
+        self.dtype = dtype
+        self.kernel = make_param(rngs, init, (in_dim, out_dim), names)
+        self.bias = make_param(rngs, ZEROS, (out_dim,), (names[1],)) if use_bias else None
+
+    def __call__(self, x):
+        y = jnp.einsum("...i,io->...o", x.astype(self.dtype), self.kernel[...].astype(self.dtype))
+        if self.bias is not None:
+            y = y + self.bias[...].astype(self.dtype)
+        return y
+
+
+class MultiHeadAttention(nnx.Module):
+    """Multi-head attention with the official MaskGIT parameter shapes.
+
+    query/key/value kernels `[D_in, H, Dh]` and biases `[H, Dh]`; out kernel `[H, Dh, D]`, bias `[D]`.
+    Self-attention when `kv` is None, else cross-attention to `kv` `[B, S, kv_dim]`. Attention runs
+    through `jax.nn.dot_product_attention` (cuDNN flash attention on GPU when selected), or an
+    explicit softmax when attention dropout is active.
+    """
+
+    def __init__(self, dim: int, num_heads: int, *, head_dim: int | None = None, kv_dim: int | None = None,
+                 use_bias=True, qk_norm=False, norm_epsilon=1e-6, dtype=jnp.float32, implementation=None,
+                 rngs: nnx.Rngs | None = None):
+        head_dim = head_dim or dim // num_heads
+        kv_dim = kv_dim or dim
+        self.num_heads, self.head_dim, self.dtype, self.implementation = num_heads, head_dim, dtype, implementation
+        kv_names = "context" if kv_dim != dim else "embed"
+
+        def proj(in_dim, in_name):
+            return _HeadProjection(in_dim, num_heads, head_dim, in_name, use_bias, rngs)
+
+        self.query = proj(dim, "embed")
+        self.key = proj(kv_dim, kv_names)
+        self.value = proj(kv_dim, kv_names)
+        self.out = _OutProjection(num_heads, head_dim, dim, use_bias, rngs)
+        if qk_norm:
+            self.query_norm = RMSNorm(head_dim, epsilon=norm_epsilon, names=("kv",), rngs=rngs)
+            self.key_norm = RMSNorm(head_dim, epsilon=norm_epsilon, names=("kv",), rngs=rngs)
+        else:
+            self.query_norm = self.key_norm = None
+
+    def __call__(self, x, kv=None, kv_mask=None, *, dropout_rate=0.0, key=None, deterministic=True):
+        """x `[B, T, D]`, kv `[B, S, Dkv]` or None, kv_mask bool `[B, S]` (True = attend) → `[B, T, D]`."""
+        kv = x if kv is None else kv
+        q = self.query(x.astype(self.dtype), self.dtype)
+        k = self.key(kv.astype(self.dtype), self.dtype)
+        v = self.value(kv.astype(self.dtype), self.dtype)
+        if self.query_norm is not None:
+            q, k = self.query_norm(q), self.key_norm(k)
+        mask = None if kv_mask is None else kv_mask[:, None, None, :]  # [B, 1, T, S] broadcast
+        scale = 1.0 / math.sqrt(self.head_dim)
+        if deterministic or dropout_rate == 0.0:
+            y = jax.nn.dot_product_attention(q, k, v, mask=mask, scale=scale, implementation=self.implementation)
+        else:
+            logits = jnp.einsum("btnh,bsnh->bnts", q, k).astype(jnp.float32) * scale
+            if mask is not None:
+                logits = jnp.where(mask, logits, jnp.finfo(jnp.float32).min)
+            probs = dropout(jax.nn.softmax(logits, -1), dropout_rate, key, deterministic)
+            y = jnp.einsum("bnts,bsnh->btnh", probs.astype(self.dtype), v)
+        return self.out(y, self.dtype)
+
+
+class _HeadProjection(nnx.Module):
+    def __init__(self, in_dim, num_heads, head_dim, in_name, use_bias, rngs):
+        self.kernel = make_param(rngs, TRUNC_NORMAL, (in_dim, num_heads, head_dim), (in_name, "heads", "kv"))
+        self.bias = make_param(rngs, ZEROS, (num_heads, head_dim), ("heads", "kv")) if use_bias else None
+
+    def __call__(self, x, dtype):
+        y = jnp.einsum("bsd,dnh->bsnh", x, self.kernel[...].astype(dtype))
+        return y + self.bias[...].astype(dtype) if self.bias is not None else y
+
+
+class _OutProjection(nnx.Module):
+    def __init__(self, num_heads, head_dim, dim, use_bias, rngs):
+        self.kernel = make_param(rngs, TRUNC_NORMAL, (num_heads, head_dim, dim), ("heads", "kv", "embed"))
+        self.bias = make_param(rngs, ZEROS, (dim,), ("embed",)) if use_bias else None
+
+    def __call__(self, y, dtype):
+        out = jnp.einsum("btnh,nhd->btd", y, self.kernel[...].astype(dtype))
+        return out + self.bias[...].astype(dtype) if self.bias is not None else out
+
+
+class GeluMlp(nnx.Module):
+    """BERT MLP: Dense(mlp) → GELU (tanh approximation, the `jax.nn.gelu` default) → Dense(dim)."""
+
+    def __init__(self, dim, mlp_dim, *, dtype=jnp.float32, use_bias=True, rngs=None):
+        self.intermediate_output = Dense(dim, mlp_dim, names=("embed", "mlp"), use_bias=use_bias, dtype=dtype, rngs=rngs)
+        self.layer_output = Dense(mlp_dim, dim, names=("mlp", "embed"), use_bias=use_bias, dtype=dtype, rngs=rngs)
+
+    def __call__(self, x):
+        return self.layer_output(jax.nn.gelu(self.intermediate_output(x), approximate=True))
+
+
+class SwiGluMlp(nnx.Module):
+    """SwiGLU MLP: (silu(x W_gate) * x W_up) W_down, no biases."""
+
+    def __init__(self, dim, mlp_dim, *, dtype=jnp.float32, rngs=None):
+        self.gate = Dense(dim, mlp_dim, names=("embed", "mlp"), use_bias=False, dtype=dtype, rngs=rngs)
+        self.up = Dense(dim, mlp_dim, names=("embed", "mlp"), use_bias=False, dtype=dtype, rngs=rngs)
+        self.down = Dense(mlp_dim, dim, names=("mlp", "embed"), use_bias=False, dtype=dtype, rngs=rngs)
+
+    def __call__(self, x):
+        return self.down(jax.nn.silu(self.gate(x)) * self.up(x))

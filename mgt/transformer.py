@@ -1,0 +1,315 @@
+"""`MaskedTransformer`: a bidirectional Transformer over a flattened token grid of any rank.
+
+Input: int32 tokens `[B, *grid]` (or `[B, *grid, K]` with K code levels), the mask id where unknown.
+Each cell's embedding is the sum of its K per-level token embeddings; position embeddings are either
+learned absolute (one row per sequence position, as the official MaskGIT) or factorised per grid axis
+(so a video model can reuse an image model's spatial tables). Output: float32 logits
+`[B, *grid(, K), V]` over the V codes of each level.
+
+Conditioning (`TransformerConfig.conditioning`):
+  "none"             unconditional;
+  "class_token"      the class id as a prefix token in the shared vocabulary [codes | classes | (null) | mask]
+                     — the official MaskGIT layout;
+  "adaln"            a class embedding modulating every block (modern blocks only);
+  "cross_attention"  an external embedding sequence `context [B, S, context_dim]` (text adapters).
+With `null_condition=True` a learned null condition lets classifier-free guidance drop the condition
+of chosen examples (`drop_condition` bool `[B]`), and training drops it at random.
+"""
+
+from __future__ import annotations
+
+import dataclasses
+import math
+
+import jax
+import jax.numpy as jnp
+from flax import nnx
+
+from mgt.blocks import BLOCK_STYLES
+from mgt.layers import TRUNC_NORMAL, ZEROS, Dense, LayerNorm, RMSNorm, make_param
+from mgt.tokens import TokenSpec
+
+CONDITIONINGS = ("none", "class_token", "adaln", "cross_attention")
+POSITION_EMBEDDINGS = ("learned", "factorized")
+DTYPES = {"float32": jnp.float32, "bfloat16": jnp.bfloat16, "float16": jnp.float16}
+
+
+@dataclasses.dataclass(frozen=True)
+class TransformerConfig:
+    """Sizes and choices of a `MaskedTransformer` (hashable; usable as a static jit argument).
+
+    The official MaskGIT ImageNet-256 model is `TransformerConfig.maskgit_imagenet(256)`.
+    """
+
+    grid: tuple[int, ...]
+    codebook_size: int
+    num_levels: int = 1
+    num_classes: int = 0
+    num_layers: int = 4
+    hidden_dim: int = 256
+    num_heads: int = 4
+    mlp_dim: int = 1024
+    block_style: str = "modern"
+    position_embedding: str = "learned"
+    conditioning: str = "none"
+    null_condition: bool = False
+    context_dim: int = 0
+    qk_norm: bool = False
+    dropout_rate: float = 0.0
+    attention_dropout_rate: float = 0.0
+    norm_epsilon: float | None = None  # None: 1e-12 for maskgit (official), 1e-6 for modern
+    dtype: str = "float32"
+    remat: bool = False
+    attention_impl: str | None = None  # None (XLA picks), "xla" or "cudnn"
+
+    def __post_init__(self):
+        object.__setattr__(self, "grid", tuple(int(g) for g in self.grid))
+        if self.norm_epsilon is None:
+            object.__setattr__(self, "norm_epsilon", 1e-12 if self.block_style == "maskgit" else 1e-6)
+        _check_choice("block_style", self.block_style, tuple(BLOCK_STYLES))
+        _check_choice("position_embedding", self.position_embedding, POSITION_EMBEDDINGS)
+        _check_choice("conditioning", self.conditioning, CONDITIONINGS)
+        _check_choice("dtype", self.dtype, tuple(DTYPES))
+        if self.hidden_dim % self.num_heads:
+            raise ValueError(f"hidden_dim={self.hidden_dim} must be divisible by num_heads={self.num_heads}")
+        if self.conditioning in ("class_token", "adaln") and self.num_classes < 1:
+            raise ValueError(f"conditioning={self.conditioning!r} needs num_classes >= 1, got {self.num_classes}")
+        if self.conditioning == "cross_attention" and self.context_dim < 1:
+            raise ValueError(f"conditioning='cross_attention' needs context_dim >= 1, got {self.context_dim}")
+        if self.conditioning == "adaln" and self.block_style != "modern":
+            raise ValueError("conditioning='adaln' needs block_style='modern' (the maskgit block has no adaLN)")
+        if self.num_layers < 1:
+            raise ValueError(f"num_layers={self.num_layers}; expected >= 1")
+
+    @property
+    def spec(self) -> TokenSpec:
+        """The token grid and vocabulary layout; class ids live in the vocabulary only for class_token."""
+        in_vocab = self.conditioning == "class_token"
+        return TokenSpec(self.grid, self.codebook_size, self.num_levels,
+                         num_classes=self.num_classes if in_vocab else 0,
+                         null_class=in_vocab and self.null_condition)
+
+    @property
+    def num_prefix(self) -> int:
+        return 1 if self.conditioning == "class_token" else 0
+
+    @property
+    def seq_len(self) -> int:
+        return self.num_prefix + math.prod(self.grid)
+
+    @property
+    def compute_dtype(self):
+        return DTYPES[self.dtype]
+
+    @classmethod
+    def maskgit_imagenet(cls, image_size: int = 256, **overrides) -> "TransformerConfig":
+        """The official MaskGIT ImageNet transformer (24 × 768, 16 heads, MLP 3072, 1024 codes, 1000 classes)."""
+        side = image_size // 16
+        kwargs = dict(grid=(side, side), codebook_size=1024, num_classes=1000, num_layers=24, hidden_dim=768,
+                      num_heads=16, mlp_dim=3072, block_style="maskgit", conditioning="class_token",
+                      dropout_rate=0.1, attention_dropout_rate=0.1)
+        kwargs.update(overrides)
+        return cls(**kwargs)
+
+
+def _check_choice(name, value, choices):
+    if value not in choices:
+        raise ValueError(f"{name}={value!r}; expected one of {choices}")
+
+
+class MaskedTransformer(nnx.Module):
+    """Bidirectional Transformer over a token grid; see the module docstring."""
+
+    def __init__(self, config: TransformerConfig, *, rngs: nnx.Rngs):
+        self.config = cfg = config
+        spec = cfg.spec
+        d, k = cfg.hidden_dim, cfg.num_levels
+        self.word_embeddings = make_param(rngs, TRUNC_NORMAL, (k, spec.vocab_size, d), ("levels", "vocab", "embed"))
+        if cfg.position_embedding == "learned":
+            self.position_embeddings = make_param(rngs, TRUNC_NORMAL, (cfg.seq_len, d), ("pos", "embed"))
+        else:
+            self.axis_embeddings = nnx.List(
+                [make_param(rngs, TRUNC_NORMAL, (g, d), ("pos", "embed")) for g in cfg.grid])
+            self.prefix_embeddings = (make_param(rngs, TRUNC_NORMAL, (cfg.num_prefix, d), ("pos", "embed"))
+                                      if cfg.num_prefix else None)
+        self.embeddings_ln = LayerNorm(d, epsilon=cfg.norm_epsilon, rngs=rngs) if cfg.block_style == "maskgit" else None
+        if cfg.conditioning == "adaln":
+            self.class_embeddings = make_param(rngs, TRUNC_NORMAL, (cfg.num_classes + 1, d), ("vocab", "embed"))
+        if cfg.conditioning == "cross_attention":
+            self.null_context = make_param(rngs, TRUNC_NORMAL, (1, cfg.context_dim), (None, "context"))
+
+        block_cls = BLOCK_STYLES[cfg.block_style]
+
+        @nnx.split_rngs(splits=cfg.num_layers)
+        @nnx.vmap(in_axes=(0,), out_axes=0, transform_metadata={nnx.PARTITION_NAME: "layers"})
+        def make_blocks(rngs):
+            return block_cls(cfg, rngs=rngs)
+
+        self.blocks = make_blocks(rngs)
+
+        if cfg.block_style == "maskgit":
+            # The official MLM head: dense → GELU → LayerNorm → tied word embeddings + bias.
+            self.mlm_dense = Dense(d, d, names=("embed", "mlp"), dtype=cfg.compute_dtype, rngs=rngs)
+            self.mlm_ln = LayerNorm(d, epsilon=cfg.norm_epsilon, rngs=rngs)
+            self.mlm_bias = make_param(rngs, ZEROS, (k, spec.vocab_size), ("levels", "vocab"))
+        else:
+            self.final_norm = RMSNorm(d, epsilon=cfg.norm_epsilon, rngs=rngs)
+            self.output_kernel = make_param(rngs, TRUNC_NORMAL, (k, d, cfg.codebook_size), ("levels", "embed", "vocab"))
+
+    # ------------------------------------------------------------------------------------------
+    @property
+    def spec(self) -> TokenSpec:
+        return self.config.spec
+
+    def __call__(self, tokens, *, labels=None, context=None, context_mask=None, drop_condition=None,
+                 deterministic: bool = True, dropout_rng=None):
+        """Logits over the codes of every cell.
+
+        Args:
+          tokens: int32 `[B, *grid]` (K == 1) or `[B, *grid, K]`; codes in [0, V) or `spec.mask_id`.
+          labels: int32 `[B]` class ids in [0, num_classes) (class_token / adaln conditioning).
+          context: float `[B, S, context_dim]` (cross_attention); context_mask: bool `[B, S]`.
+          drop_condition: bool `[B]` — use the learned null condition for these examples.
+          deterministic: False enables dropout (needs `dropout_rng`).
+        Returns:
+          float32 logits `[B, *grid(, K), V]`.
+        """
+        cfg = self.config
+        b = tokens.shape[0]
+        seq = tokens.reshape((b, -1, cfg.num_levels))  # [B, N, K]
+        logits = self.sequence_logits(seq, labels=labels, context=context, context_mask=context_mask,
+                                      drop_condition=drop_condition, deterministic=deterministic,
+                                      dropout_rng=dropout_rng)
+        logits = logits[:, cfg.num_prefix:, :, : cfg.codebook_size]  # [B, N, K, V]
+        out_shape = tokens.shape + (cfg.codebook_size,)
+        return logits.reshape(out_shape)
+
+    def sequence_logits(self, seq, *, labels=None, context=None, context_mask=None, drop_condition=None,
+                        deterministic=True, dropout_rng=None, prefix_ids=None):
+        """The forward pass on the flattened sequence.
+
+        seq: int32 `[B, N, K]` cell tokens. With class_token conditioning the class prefix is built
+        from `labels` (or given directly as `prefix_ids` int32 `[B]`, official layout).
+        Returns float32 `[B, P + N, K, vocab]` where vocab is the full input vocabulary for the maskgit
+        head (codes, classes, mask — as the official model) and V for the modern head.
+        """
+        cfg = self.config
+        spec = cfg.spec
+        b, n, k = seq.shape
+        dtype = cfg.compute_dtype
+        table = self.word_embeddings[...]  # [K, vocab, D]
+        x = sum(jnp.take(table[level], seq[:, :, level], axis=0) for level in range(k))  # [B, N, D]
+        cond_vec = None
+        if cfg.conditioning == "class_token":
+            if prefix_ids is None:
+                prefix_ids = self._class_ids(b, labels, drop_condition)
+            x = jnp.concatenate([jnp.take(table[0], prefix_ids, axis=0)[:, None, :], x], axis=1)
+        elif cfg.conditioning == "adaln":
+            ids = self._adaln_ids(b, labels, drop_condition)
+            cond_vec = jnp.take(self.class_embeddings[...], ids, axis=0)  # [B, D]
+        elif cfg.conditioning == "cross_attention":
+            context, context_mask = self._context(b, context, context_mask, drop_condition)
+        x = x + self._positions(n)[None].astype(x.dtype)
+        if self.embeddings_ln is not None:
+            x = self.embeddings_ln(x)
+        keys = jax.random.split(dropout_rng if dropout_rng is not None else jax.random.key(0), cfg.num_layers + 1)
+        if cfg.block_style == "maskgit" and not deterministic:
+            from mgt.layers import dropout as _dropout
+            x = _dropout(x, cfg.dropout_rate, keys[-1], deterministic)
+        x = x.astype(dtype)
+        x = self._run_blocks(x, keys[:-1], cond_vec, context, context_mask, deterministic)
+        return self._head(x).astype(jnp.float32)
+
+    # ------------------------------------------------------------------------------------------
+    def _run_blocks(self, x, keys, cond, context, context_mask, deterministic):
+        def body(block, x, key, cond, context, context_mask):
+            return block(x, key, cond, context, context_mask, deterministic)
+
+        if self.config.remat:
+            body = nnx.remat(body, prevent_cse=False)
+
+        @nnx.scan(in_axes=(0, nnx.Carry, 0, None, None, None), out_axes=nnx.Carry)
+        def run(block, x, key, cond, context, context_mask):
+            return body(block, x, key, cond, context, context_mask)
+
+        return run(self.blocks, x, keys, cond, context, context_mask)
+
+    def _head(self, x):
+        cfg = self.config
+        if cfg.block_style == "maskgit":
+            h = jax.nn.gelu(self.mlm_dense(x), approximate=True)
+            h = self.mlm_ln(h).astype(jnp.float32)
+            logits = jnp.einsum("bnd,kvd->bnkv", h, self.word_embeddings[...])
+            return logits + self.mlm_bias[...]
+        h = self.final_norm(x)
+        return jnp.einsum("bnd,kdv->bnkv", h.astype(cfg.compute_dtype), self.output_kernel[...].astype(cfg.compute_dtype))
+
+    def _positions(self, n):
+        cfg = self.config
+        if cfg.position_embedding == "learned":
+            return self.position_embeddings[...]
+        grid = cfg.grid
+        pos = 0.0
+        for axis, table in enumerate(self.axis_embeddings):
+            shape = [1] * len(grid) + [cfg.hidden_dim]
+            shape[axis] = grid[axis]
+            pos = pos + table[...].reshape(shape)
+        pos = jnp.broadcast_to(pos, grid + (cfg.hidden_dim,)).reshape(n, cfg.hidden_dim)
+        if self.prefix_embeddings is not None:
+            pos = jnp.concatenate([self.prefix_embeddings[...], pos], 0)
+        return pos
+
+    def _class_ids(self, b, labels, drop_condition):
+        spec = self.config.spec
+        if labels is None:
+            raise ValueError("this model is class-conditional (conditioning='class_token'): pass labels int32 [B]")
+        ids = spec.class_offset + jnp.asarray(labels, jnp.int32).reshape(b)
+        if drop_condition is not None:
+            if not spec.null_class:
+                raise ValueError("drop_condition needs a model built with null_condition=True")
+            ids = jnp.where(drop_condition, spec.null_class_id, ids)
+        return ids
+
+    def _adaln_ids(self, b, labels, drop_condition):
+        cfg = self.config
+        if labels is None:
+            raise ValueError("this model is class-conditional (conditioning='adaln'): pass labels int32 [B]")
+        ids = jnp.asarray(labels, jnp.int32).reshape(b)
+        if drop_condition is not None:
+            if not cfg.null_condition:
+                raise ValueError("drop_condition needs a model built with null_condition=True")
+            ids = jnp.where(drop_condition, cfg.num_classes, ids)
+        return ids
+
+    def _context(self, b, context, context_mask, drop_condition):
+        cfg = self.config
+        if context is None:
+            raise ValueError(f"this model uses cross-attention: pass context float [B, S, {cfg.context_dim}]")
+        if context.shape[-1] != cfg.context_dim:
+            raise ValueError(f"context has width {context.shape[-1]}; expected context_dim={cfg.context_dim}")
+        s = context.shape[1]
+        if context_mask is None:
+            context_mask = jnp.ones((b, s), bool)
+        if drop_condition is not None:
+            if not cfg.null_condition:
+                raise ValueError("drop_condition needs a model built with null_condition=True")
+            null = jnp.broadcast_to(self.null_context[...].astype(context.dtype), (b, s, cfg.context_dim))
+            first_only = jnp.arange(s)[None, :] == 0
+            context = jnp.where(drop_condition[:, None, None], null, context)
+            context_mask = jnp.where(drop_condition[:, None], first_only, context_mask)
+        return context, context_mask
+
+    # ------------------------------------------------------------------------------------------
+    def check_inputs(self, tokens, labels=None, *, allow_mask=True):
+        """Validate concrete inputs on the host before compiling; raises ValueError naming the argument."""
+        import numpy as np
+
+        self.spec.check_tokens(tokens, "tokens", allow_mask=allow_mask)
+        if self.config.conditioning in ("class_token", "adaln"):
+            if labels is None:
+                raise ValueError("labels are required: this model is class-conditional")
+            lab = np.asarray(labels)
+            if lab.shape != (np.shape(tokens)[0],):
+                raise ValueError(f"labels has shape {lab.shape}; expected ({np.shape(tokens)[0]},)")
+            if lab.size and (lab.min() < 0 or lab.max() >= self.config.num_classes):
+                raise ValueError(f"labels hold values outside [0, {self.config.num_classes}): {sorted(set(lab.tolist()))[:5]}")
