@@ -252,18 +252,27 @@ def _decode_stage(logits_fn, flat, keys, active, num_steps, start_step, shape, p
 def _logits(logits_fn, tokens, step, num_steps, opts):
     if opts.guidance_scale == 0.0:
         return logits_fn(tokens)
-    b = tokens.shape[0]
-    both = jnp.concatenate([tokens, tokens], 0)
-    drop = jnp.concatenate([jnp.zeros((b,), bool), jnp.ones((b,), bool)])
-    out = logits_fn(both, drop).astype(jnp.float32)
-    cond, uncond = out[:b], out[b:]
     progress = (step + 1.0) / num_steps
     w = opts.guidance_scale
     if opts.guidance_schedule == "linear":
         w = w * progress
     elif opts.guidance_schedule == "cosine":
         w = w * (1.0 - jnp.cos(math.pi * progress)) / 2.0
-    return cond + w * (cond - uncond)
+    return guided_logits(logits_fn, tokens, w)
+
+
+def guided_logits(logits_fn, tokens, scale):
+    """Classifier-free guidance in one batched forward: l_c + scale · (l_c − l_u).
+
+    `logits_fn(tokens2B, drop_condition [2B])` runs the conditional (first half) and unconditional
+    (second half) passes together. Returns float32 `[B, ..., V]`; scale 0 gives the conditional logits.
+    """
+    b = tokens.shape[0]
+    both = jnp.concatenate([tokens, tokens], 0)
+    drop = jnp.concatenate([jnp.zeros((b,), bool), jnp.ones((b,), bool)])
+    out = logits_fn(both, drop).astype(jnp.float32)
+    cond, uncond = out[:b], out[b:]
+    return cond + scale * (cond - uncond)
 
 
 def _temperature(step, num_steps, opts):
@@ -274,17 +283,23 @@ def _temperature(step, num_steps, opts):
 
 
 def _filter_logits(logits, top_k, top_p):
-    """Set logits outside the top-k / nucleus-p set to -inf. logits float32 `[B, N, V]`."""
+    """Set logits outside the top-k / nucleus-p set to -inf. logits float32 `[B, N, V]`.
+
+    The kept set is built from indices, never by comparing against a recomputed threshold: XLA may
+    fuse the logits' computation twice with different rounding, and a threshold test could then
+    drop every code.
+    """
     if top_k is not None and top_k < logits.shape[-1]:
-        kth = jax.lax.top_k(logits, top_k)[0][..., -1:]
-        logits = jnp.where(logits < kth, -jnp.inf, logits)
+        _, idx = jax.lax.top_k(logits, top_k)
+        keep = jnp.put_along_axis(jnp.zeros(logits.shape, bool), idx, True, axis=-1, inplace=False)
+        logits = jnp.where(keep, logits, -jnp.inf)
     if top_p is not None and top_p < 1.0:
-        sorted_logits = jnp.sort(logits, axis=-1)[..., ::-1]
-        cum = jnp.cumsum(jax.nn.softmax(sorted_logits, -1), -1)
-        # keep the smallest prefix whose mass reaches p (the first code is always kept)
-        keep_sorted = (cum - jax.nn.softmax(sorted_logits, -1)) < top_p
-        threshold = jnp.min(jnp.where(keep_sorted, sorted_logits, jnp.inf), -1, keepdims=True)
-        logits = jnp.where(logits < threshold, -jnp.inf, logits)
+        order = jnp.argsort(-logits, axis=-1)
+        probs = jnp.take_along_axis(jax.nn.softmax(logits, -1), order, -1)
+        # keep the smallest prefix whose mass reaches p (the most likely code is always kept)
+        keep_sorted = (jnp.cumsum(probs, -1) - probs) < top_p
+        keep = jnp.put_along_axis(jnp.zeros(logits.shape, bool), order, keep_sorted, axis=-1, inplace=False)
+        logits = jnp.where(keep, logits, -jnp.inf)
     return logits
 
 

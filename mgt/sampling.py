@@ -1,0 +1,84 @@
+"""Sampling token grids from a `MaskedTransformer` with the decoding engine.
+
+`sample(model, rng, ...)` validates its inputs on the host, then runs one compiled function per
+(shape, options): the model's parameters are passed as arguments — never baked in as constants — so
+new weights (a training step later, EMA weights) reuse the compiled code.
+"""
+
+from __future__ import annotations
+
+import functools
+
+import jax
+import jax.numpy as jnp
+import numpy as np
+from flax import nnx
+
+from mgt.decoding import DecodeOptions, _normalise_stages, _validate, decode_loop, example_keys
+
+
+def model_logits_fn(model, *, labels=None, context=None, context_mask=None):
+    """The decoding engine's `logits_fn` for `model` with a fixed condition.
+
+    Returns `fn(tokens, drop_condition=None) -> logits`; called with a doubled batch and
+    `drop_condition` (classifier-free guidance) the condition is tiled to match.
+    """
+
+    # Re-merge the module inside every call: NNX modules must not cross JAX trace levels, and the
+    # decoding loop calls this from inside its own lax.scan.
+    graphdef, state = nnx.split(model)
+
+    def fn(tokens, drop_condition=None):
+        model = nnx.merge(graphdef, state, copy=True)
+        lab, ctx, cmask = labels, context, context_mask
+        if drop_condition is not None:
+            reps = tokens.shape[0] // (lab.shape[0] if lab is not None else ctx.shape[0])
+            tile = lambda x: None if x is None else jnp.concatenate([x] * reps, 0)
+            lab, ctx, cmask = tile(lab), tile(ctx), tile(cmask)
+        return model(tokens, labels=lab, context=ctx, context_mask=cmask, drop_condition=drop_condition)
+
+    return fn
+
+
+def sample(model, rng, *, batch_size: int | None = None, labels=None, context=None, context_mask=None,
+           tokens=None, mask_id: int | None = None, **decode_kwargs):
+    """Generate token grids.
+
+    Args:
+      model: a `MaskedTransformer`.
+      rng: one PRNG key or B keys.
+      batch_size: B when neither `tokens` nor `labels` gives it.
+      labels: int32 `[B]` for class-conditional models.
+      context / context_mask: `[B, S, C]` / bool `[B, S]` for cross-attention models.
+      tokens: int32 `[B, *grid(, K)]` starting grid (partly known for editing); all masked by default.
+      mask_id: defaults to the model's `spec.mask_id`.
+      **decode_kwargs: options of `mgt.decoding.decode` (num_steps, schedule, guidance_scale, ...).
+    Returns:
+      int32 tokens `[B, *grid(, K)]` (and the history with `return_history=True`).
+    """
+    spec = model.spec
+    if tokens is None:
+        if batch_size is None:
+            batch_size = len(labels) if labels is not None else (context.shape[0] if context is not None else None)
+        if batch_size is None:
+            raise ValueError("sample needs batch_size, labels, context or tokens to know the batch size")
+        tokens = spec.masked(batch_size)
+    mask_id = spec.mask_id if mask_id is None else int(mask_id)
+    model.check_inputs(tokens, labels)
+    if decode_kwargs.get("guidance_scale", 0.0) and not model.config.null_condition:
+        raise ValueError("guidance_scale != 0 needs a model trained with a null condition (null_condition=True)")
+    stages = _normalise_stages(decode_kwargs.pop("stages", None))
+    opts = DecodeOptions(mask_id=mask_id, stages=stages, **decode_kwargs)
+    tokens = np.asarray(tokens, np.int32)
+    _validate(opts, tokens)
+    keys = example_keys(rng, tokens.shape[0])
+    graphdef, state = nnx.split(model)
+    labels = None if labels is None else jnp.asarray(labels, jnp.int32)
+    return _sample_jit(graphdef, state, jnp.asarray(tokens), keys, labels, context, context_mask, opts)
+
+
+@functools.partial(jax.jit, static_argnums=(0, 7))
+def _sample_jit(graphdef, state, tokens, keys, labels, context, context_mask, opts):
+    fn = model_logits_fn(nnx.merge(graphdef, state, copy=True), labels=labels, context=context,
+                         context_mask=context_mask)
+    return decode_loop(fn, tokens, keys, opts)

@@ -1,0 +1,116 @@
+"""Meshes and logical-axis sharding (data parallel + FSDP) with JAX's own sharding.
+
+Every parameter names its dimensions with logical axes (`mgt.layers`); `LOGICAL_RULES` maps them to
+the mesh axes `data` and `fsdp`. Parameters and optimiser state are sharded along `fsdp` on their
+"embed" dimension; batches are split over both axes. On one device every rule degenerates to
+replication, so the same code runs on a laptop and on a pod.
+"""
+
+from __future__ import annotations
+
+import math
+from typing import Callable
+
+import jax
+import numpy as np
+from flax import nnx
+from jax.sharding import AxisType, Mesh, NamedSharding, PartitionSpec as P
+
+MESH_AXES = ("data", "fsdp")
+BATCH_AXES = ("data", "fsdp")
+LOGICAL_RULES = (
+    ("batch", BATCH_AXES),
+    ("embed", "fsdp"),
+    ("mlp", None),
+    ("heads", None),
+    ("kv", None),
+    ("vocab", None),
+    ("levels", None),
+    ("pos", None),
+    ("context", None),
+    ("layers", None),
+    ("channels", None),
+    ("conv_in", None),
+)
+
+
+def make_mesh(data: int = -1, fsdp: int = 1, devices=None) -> Mesh:
+    """A `(data, fsdp)` mesh over `devices` (all devices by default); -1 fills the remaining devices."""
+    devices = list(jax.devices()) if devices is None else list(devices)
+    n = len(devices)
+    if data == -1 and fsdp == -1:
+        raise ValueError("at most one of mesh data / fsdp may be -1")
+    if data == -1:
+        if n % fsdp:
+            raise ValueError(f"mesh fsdp={fsdp} does not divide the {n} devices")
+        data = n // fsdp
+    if fsdp == -1:
+        if n % data:
+            raise ValueError(f"mesh data={data} does not divide the {n} devices")
+        fsdp = n // data
+    if data * fsdp != n:
+        raise ValueError(f"mesh data={data} x fsdp={fsdp} = {data * fsdp} does not match the {n} devices")
+    return jax.make_mesh((data, fsdp), MESH_AXES, axis_types=(AxisType.Auto,) * 2, devices=devices)
+
+
+def state_shardings(state, mesh: Mesh, rules=LOGICAL_RULES):
+    """NamedShardings for an nnx State (abstract or concrete) from its logical axis names.
+
+    A dimension whose mesh axes do not divide its size is replicated instead (small biases, odd
+    vocabularies), so any model shards on any mesh.
+    """
+    with nnx.logical_axis_rules(rules):
+        specs = nnx.get_partition_spec(state)
+
+    def fit(spec, leaf):
+        if not isinstance(spec, P):
+            return NamedSharding(mesh, P())
+        shape = leaf.shape
+        fixed = []
+        for dim, axes in zip(shape, tuple(spec) + (None,) * (len(shape) - len(spec))):
+            names = (axes,) if isinstance(axes, str) else tuple(axes or ())
+            size = math.prod(mesh.shape[a] for a in names) if names else 1
+            fixed.append(axes if names and dim % size == 0 else None)
+        return NamedSharding(mesh, P(*fixed))
+
+    return jax.tree.map(fit, specs, state, is_leaf=lambda x: isinstance(x, P))
+
+
+def create_sharded(make_model: Callable[[], nnx.Module], mesh: Mesh, rules=LOGICAL_RULES) -> nnx.Module:
+    """Build a model directly into its sharded layout (no full copy on one device first)."""
+    abstract = nnx.eval_shape(make_model)
+    graphdef, abstract_state = nnx.split(abstract)
+    shardings = state_shardings(abstract_state, mesh, rules)
+
+    @jax.jit
+    def init():
+        state = nnx.state(make_model())
+        return jax.lax.with_sharding_constraint(state, shardings)
+
+    return nnx.merge(graphdef, init())
+
+
+def shard_model(model: nnx.Module, mesh: Mesh, rules=LOGICAL_RULES) -> nnx.Module:
+    """Move an existing model's state onto `mesh` by its logical axis rules (in place)."""
+    state = nnx.state(model)
+    nnx.update(model, jax.device_put(state, state_shardings(state, mesh, rules)))
+    return model
+
+
+def batch_sharding(mesh: Mesh, ndim: int = 1) -> NamedSharding:
+    return NamedSharding(mesh, P(BATCH_AXES, *([None] * (ndim - 1))))
+
+
+def shard_batch(batch, mesh: Mesh):
+    """Put a host batch (pytree of arrays `[B, ...]`) on the mesh, split along the batch axis.
+
+    On several processes each host passes its own slice of the global batch.
+    """
+    def put(x):
+        x = np.asarray(x)
+        sharding = batch_sharding(mesh, x.ndim)
+        if jax.process_count() > 1:
+            return jax.make_array_from_process_local_data(sharding, x)
+        return jax.device_put(x, sharding)
+
+    return jax.tree.map(put, batch)
