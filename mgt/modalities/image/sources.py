@@ -1,0 +1,259 @@
+"""Random-access image sources for grain.
+
+A source is any object with `__len__` and `__getitem__(i) -> {"image": uint8 [H, W, 3],
+"label": int32}`; `grain.MapDataset.source(src)` reads it. Configs pick one by name through
+`make_source(config.data.source, **config.data.source_kwargs)`; `register_source` adds a user's own.
+
+  digits   scikit-learn's 1,797 handwritten digits upsampled to 16 or 32 px — no download
+  folder   an ImageFolder-style directory of PNG / JPEG / WebP files
+  arrays   numpy arrays already in memory
+"""
+
+from __future__ import annotations
+
+import logging
+import os
+from typing import Callable
+
+import numpy as np
+from PIL import Image, ImageOps
+
+from mgt.modalities.image import preprocess
+
+log = logging.getLogger(__name__)
+
+IMAGE_EXTENSIONS = (".png", ".jpg", ".jpeg", ".webp")
+
+_SOURCES: dict[str, Callable] = {}
+
+
+def register_source(name: str):
+    """Decorator: make a source class or factory available to `make_source(name, ...)`."""
+
+    def wrap(factory):
+        if name in _SOURCES and _SOURCES[name] is not factory:
+            raise ValueError(f"an image source named {name!r} is already registered ({_SOURCES[name]})")
+        _SOURCES[name] = factory
+        return factory
+
+    return wrap
+
+
+def registered_sources() -> list[str]:
+    return sorted(_SOURCES)
+
+
+def make_source(name: str, **kwargs):
+    """Build the source registered as `name` ("digits", "folder", "arrays", ...) with `kwargs`."""
+    if name not in _SOURCES:
+        raise ValueError(f"unknown image source {name!r}; expected one of {registered_sources()}")
+    return _SOURCES[name](**kwargs)
+
+
+def _record(image: np.ndarray, label: int) -> dict:
+    return {"image": image, "label": np.int32(label)}
+
+
+# ---- image folders -------------------------------------------------------------------------------
+
+
+def _is_image(name: str) -> bool:
+    return not name.startswith(".") and name.lower().endswith(IMAGE_EXTENSIONS)
+
+
+def _images_under(folder: str) -> list[str]:
+    """All image files below `folder` (recursively), in sorted order; hidden entries skipped."""
+    found = []
+    for root, dirs, files in os.walk(folder, followlinks=True):
+        dirs[:] = sorted(d for d in dirs if not d.startswith("."))
+        found.extend(os.path.join(root, f) for f in sorted(files) if _is_image(f))
+    return found
+
+
+@register_source("folder")
+class ImageFolderSource:
+    """Images in class subfolders: `path/<class>/**/*.{png,jpg,jpeg,webp}` (any letter case).
+
+    Classes are the sorted subfolder names (`class_names`; label c is `class_names[c]`); image files
+    lying directly in `path` are then ignored. A folder holding images but no subfolders is one
+    class, label 0. Files are decoded with Pillow (EXIF orientation applied) and converted to RGB.
+
+    A file that cannot be decoded is skipped: the record of the next readable file (in index order,
+    wrapping around) is returned instead, one warning names the file, and `stats` counts it —
+    `{"skipped": number of distinct files, "skipped_files": [paths]}`. With `num_workers > 0`
+    each worker process keeps its own `stats`.
+
+    Args:
+      path: the root folder.
+      image_size: if given, every image is resized (shorter side, bicubic) and centre-cropped to
+        `image_size × image_size`; otherwise records keep the file's size.
+
+    Raises:
+      ValueError: `path` does not exist, is not a folder, or holds no image file.
+    """
+
+    def __init__(self, path: str | os.PathLike, *, image_size: int | None = None):
+        path = os.fspath(path)
+        if not os.path.isdir(path):
+            raise ValueError(f"ImageFolderSource: path {path!r} does not exist or is not a folder")
+        subfolders = sorted(
+            e.name for e in os.scandir(path) if e.is_dir() and not e.name.startswith(".")
+        )
+        if subfolders:
+            self.class_names = subfolders
+            self.files, labels = [], []
+            for label, name in enumerate(subfolders):
+                files = _images_under(os.path.join(path, name))
+                self.files.extend(files)
+                labels.extend([label] * len(files))
+        else:
+            self.class_names = [os.path.basename(os.path.normpath(path))]
+            self.files = [os.path.join(path, f) for f in sorted(os.listdir(path)) if _is_image(f)]
+            labels = [0] * len(self.files)
+        if not self.files:
+            raise ValueError(
+                f"ImageFolderSource: no image files ({', '.join(IMAGE_EXTENSIONS)}) found in folder {path!r}"
+            )
+        self.path = path
+        self.labels = np.asarray(labels, np.int32)
+        self.image_size = image_size
+        self.stats = {"skipped": 0, "skipped_files": []}
+
+    def __len__(self) -> int:
+        return len(self.files)
+
+    def __repr__(self) -> str:
+        return f"ImageFolderSource({self.path!r}, {len(self)} images, {len(self.class_names)} classes)"
+
+    def _load(self, index: int) -> np.ndarray:
+        with Image.open(self.files[index]) as pil:
+            pil = ImageOps.exif_transpose(pil)
+            image = np.asarray(pil.convert("RGB"), dtype=np.uint8)
+        if self.image_size is not None:
+            image = preprocess.resize_and_crop(image, self.image_size)
+        return image
+
+    def _skip(self, index: int, error: Exception) -> None:
+        file = self.files[index]
+        if file not in self.stats["skipped_files"]:
+            self.stats["skipped_files"].append(file)
+            self.stats["skipped"] = len(self.stats["skipped_files"])
+            log.warning("skipping unreadable image %s (%s: %s)", file, type(error).__name__, error)
+
+    def __getitem__(self, index: int) -> dict:
+        n = len(self.files)
+        index = int(index)
+        if not -n <= index < n:
+            raise IndexError(f"index {index} out of range for {n} images")
+        for offset in range(n):
+            i = (index + offset) % n
+            try:
+                return _record(self._load(i), self.labels[i])
+            except (OSError, ValueError, SyntaxError, Image.DecompressionBombError) as e:
+                self._skip(i, e)
+        raise ValueError(f"ImageFolderSource: none of the {n} files in {self.path!r} could be decoded")
+
+
+# ---- scikit-learn digits -----------------------------------------------------------------------
+
+
+@register_source("digits")
+class DigitsSource:
+    """scikit-learn's handwritten digits (1,797 images, 8×8, 10 classes) as RGB images.
+
+    The 8×8 grey levels (0..16, ink bright) are scaled to 0..255 and upsampled to `image_size` with
+    Pillow's bicubic filter, which gives smooth strokes; grey is repeated into 3 channels. Bundled
+    with scikit-learn: nothing is downloaded.
+
+    Args:
+      image_size: output side, 16 or 32 (any multiple of 8 works).
+      split: "train", "test" or "all". The split is a seeded permutation: the first
+        round(test_fraction·1797) indices are the test set, the rest the training set.
+      test_fraction: share of examples held out, in (0, 1).
+      seed: seeds the split permutation.
+
+    Records: `{"image": uint8 [image_size, image_size, 3], "label": int32 in [0, 10)}`;
+    `indices` holds each record's index in `load_digits()`.
+    """
+
+    class_names = [str(d) for d in range(10)]
+
+    def __init__(self, image_size: int = 32, split: str = "train", test_fraction: float = 0.1, seed: int = 0):
+        from sklearn.datasets import load_digits
+
+        if split not in ("train", "test", "all"):
+            raise ValueError(f"DigitsSource: split must be 'train', 'test' or 'all', got {split!r}")
+        if image_size < 8 or image_size % 8:
+            raise ValueError(f"DigitsSource: image_size must be a multiple of 8 (16 or 32), got {image_size}")
+        if not 0.0 < test_fraction < 1.0:
+            raise ValueError(f"DigitsSource: test_fraction must be in (0, 1), got {test_fraction}")
+        digits = load_digits()
+        n = len(digits.target)
+        order = np.random.default_rng(seed).permutation(n)
+        n_test = int(round(test_fraction * n))
+        indices = {"test": order[:n_test], "train": order[n_test:], "all": np.arange(n)}[split]
+        self.indices = np.sort(indices)
+        self.split, self.image_size = split, image_size
+        self.labels = digits.target[self.indices].astype(np.int32)
+        grey = np.clip(digits.images[self.indices] * (255.0 / 16.0), 0, 255).round().astype(np.uint8)
+        big = np.stack(
+            [
+                np.asarray(Image.fromarray(g).resize((image_size, image_size), Image.Resampling.BICUBIC))
+                for g in grey
+            ]
+        )
+        self.images = np.repeat(big[..., None], 3, axis=-1)  # uint8 [N, S, S, 3]
+
+    def __len__(self) -> int:
+        return len(self.images)
+
+    def __repr__(self) -> str:
+        return f"DigitsSource(image_size={self.image_size}, split={self.split!r}, {len(self)} images)"
+
+    def __getitem__(self, index: int) -> dict:
+        return _record(self.images[index], self.labels[index])
+
+
+# ---- in-memory arrays --------------------------------------------------------------------------
+
+
+@register_source("arrays")
+class ArraySource:
+    """Images already in memory.
+
+    Args:
+      images: uint8 `[N, H, W, 3]` in [0, 255], or float `[N, H, W, 3]` in [0, 1] (rounded to uint8).
+        Grey `[N, H, W]` / `[N, H, W, 1]` is repeated into 3 channels.
+      labels: int `[N]`, or None for label 0 everywhere.
+    """
+
+    def __init__(self, images, labels=None):
+        images = np.asarray(images)
+        if images.ndim == 3:
+            images = images[..., None]
+        if images.ndim != 4 or images.shape[-1] not in (1, 3):
+            raise ValueError(f"ArraySource: images must have shape [N, H, W, 3], got {images.shape}")
+        if images.shape[-1] == 1:
+            images = np.repeat(images, 3, axis=-1)
+        if np.issubdtype(images.dtype, np.floating):
+            lo, hi = float(images.min(initial=0.0)), float(images.max(initial=0.0))
+            if lo < 0.0 or hi > 1.0:
+                raise ValueError(f"ArraySource: float images must lie in [0, 1], got values in [{lo}, {hi}]")
+            images = np.round(images * 255.0).astype(np.uint8)
+        elif images.dtype != np.uint8:
+            raise ValueError(f"ArraySource: images must be uint8 or float in [0, 1], got dtype {images.dtype}")
+        if labels is None:
+            labels = np.zeros(len(images), np.int32)
+        labels = np.asarray(labels).astype(np.int32)
+        if labels.shape != (len(images),):
+            raise ValueError(f"ArraySource: labels must have shape [{len(images)}], got {labels.shape}")
+        self.images, self.labels = images, labels
+
+    def __len__(self) -> int:
+        return len(self.images)
+
+    def __repr__(self) -> str:
+        return f"ArraySource({self.images.shape})"
+
+    def __getitem__(self, index: int) -> dict:
+        return _record(self.images[index], self.labels[index])
