@@ -1,0 +1,182 @@
+"""Building blocks of the 2D VQGAN in the official MaskGIT architecture (Flax NNX, NHWC).
+
+The encoder and decoder follow google-research/maskgit's VQGAN exactly, attention-free:
+
+    encoder: Conv3x3(no bias) → per level i: R res blocks at base·mult[i] (+ 2x2 average pool,
+             TF 'SAME', except after the last level) → R blocks → GroupNorm → swish → Conv1x1(+bias)
+    decoder: Conv3x3(+bias) → R blocks → for i = L-1 … 0: R blocks at base·mult[i] (+ nearest x2
+             upsample → Conv3x3(+bias) when i > 0) → GroupNorm → swish → Conv3x3(→ C, +bias)
+
+Attribute names are readable (`conv_in`, `blocks`, `norm_out`, ...); `mgt.tokenizers.vqgan`
+maps them to the official names (`Conv_0`, `ResBlock_N`, `GroupNorm_0`, ...).
+"""
+
+from __future__ import annotations
+
+from typing import Any, Sequence
+
+import jax
+import jax.numpy as jnp
+import numpy as np
+from flax import nnx
+
+
+def swish(x):
+    return x * jax.nn.sigmoid(x)
+
+
+def avg_pool_2x2_same(x):
+    """2x2 average pooling, stride 2, 'SAME' padding, TensorFlow convention.
+
+    Padding goes at the end (bottom / right) for odd sizes, and an edge cell is averaged over the
+    image cells it covers only — padded cells are not counted (Flax's `avg_pool` counts them).
+
+    Args:
+      x: `[B, H, W, C]` any float dtype.
+    Returns:
+      `[B, ceil(H/2), ceil(W/2), C]`, same dtype.
+    """
+    b, h, w, c = x.shape
+    ph, pw = h % 2, w % 2
+    padded = jnp.pad(x, ((0, 0), (0, ph), (0, pw), (0, 0)))
+    summed = padded.reshape(b, (h + ph) // 2, 2, (w + pw) // 2, 2, c).sum(axis=(2, 4))
+    # in-image cells per window: 2 everywhere, 1 in the last row / column of an odd size
+    rows = np.full(((h + ph) // 2,), 2.0, np.float32)
+    cols = np.full(((w + pw) // 2,), 2.0, np.float32)
+    rows[-1] -= ph
+    cols[-1] -= pw
+    counts = (rows[:, None] * cols[None, :])[None, :, :, None]
+    return summed / jnp.asarray(counts, x.dtype)
+
+
+def upsample_nearest_2x(x):
+    """`[B, H, W, C]` → `[B, 2H, 2W, C]` by repeating each pixel (nearest neighbour)."""
+    return jnp.repeat(jnp.repeat(x, 2, axis=1), 2, axis=2)
+
+
+def _conv(cin, cout, k, *, use_bias, dtype, rngs):
+    return nnx.Conv(
+        cin, cout, kernel_size=(k, k), padding="SAME", use_bias=use_bias,
+        dtype=dtype, param_dtype=jnp.float32, rngs=rngs,
+    )
+
+
+def _norm(channels, *, num_groups, eps, dtype, rngs):
+    if channels % num_groups:
+        raise ValueError(f"num_groups={num_groups} must divide every channel count; got {channels} channels")
+    return nnx.GroupNorm(channels, num_groups=num_groups, epsilon=eps, dtype=dtype,
+                         param_dtype=jnp.float32, rngs=rngs)
+
+
+class ResBlock(nnx.Module):
+    """GroupNorm → swish → Conv3x3 → GroupNorm → swish → Conv3x3 (convs without bias).
+
+    With `in_channels == out_channels` it returns `out + x`. Otherwise — the official quirk, baked
+    into the released weights — the shortcut is a 1x1 conv (no bias) of the block's *output*, and
+    the block returns `out + shortcut(out)`; its input is not added back.
+
+    Official names: norm_0 → GroupNorm_0, conv_0 → Conv_0, norm_1 → GroupNorm_1, conv_1 → Conv_1,
+    shortcut → Conv_2.
+    """
+
+    def __init__(self, in_channels: int, out_channels: int, *, num_groups: int = 32,
+                 eps: float = 1e-6, dtype: Any = jnp.float32, rngs: nnx.Rngs):
+        kw = dict(num_groups=num_groups, eps=eps, dtype=dtype, rngs=rngs)
+        self.in_channels, self.out_channels = in_channels, out_channels
+        self.norm_0 = _norm(in_channels, **kw)
+        self.conv_0 = _conv(in_channels, out_channels, 3, use_bias=False, dtype=dtype, rngs=rngs)
+        self.norm_1 = _norm(out_channels, **kw)
+        self.conv_1 = _conv(out_channels, out_channels, 3, use_bias=False, dtype=dtype, rngs=rngs)
+        self.shortcut = (
+            _conv(out_channels, out_channels, 1, use_bias=False, dtype=dtype, rngs=rngs)
+            if in_channels != out_channels else None
+        )
+
+    def __call__(self, x):
+        """`[B, H, W, in_channels]` → `[B, H, W, out_channels]`."""
+        out = self.conv_0(swish(self.norm_0(x)))
+        out = self.conv_1(swish(self.norm_1(out)))
+        if self.shortcut is not None:
+            return out + self.shortcut(out)
+        return out + x
+
+
+class Encoder(nnx.Module):
+    """Images `[B, H, W, C]` → latents `[B, H/f, W/f, embedding_dim]`, f = 2**(len(mults) - 1).
+
+    Official names: conv_in → Conv_0, blocks[n] → ResBlock_n, norm_out → GroupNorm_0,
+    conv_out → Conv_1.
+    """
+
+    def __init__(self, *, in_channels: int, base_channels: int, channel_multipliers: Sequence[int],
+                 num_res_blocks: int, embedding_dim: int, num_groups: int = 32, eps: float = 1e-6,
+                 dtype: Any = jnp.float32, rngs: nnx.Rngs):
+        kw = dict(num_groups=num_groups, eps=eps, dtype=dtype, rngs=rngs)
+        mults = tuple(channel_multipliers)
+        self.num_levels = len(mults)
+        self.num_res_blocks = num_res_blocks
+        self.conv_in = _conv(in_channels, base_channels, 3, use_bias=False, dtype=dtype, rngs=rngs)
+        blocks, width = [], base_channels
+        for m in mults + (mults[-1],):  # the extra entry: the blocks after the last level
+            for _ in range(num_res_blocks):
+                blocks.append(ResBlock(width, base_channels * m, **kw))
+                width = base_channels * m
+        self.blocks = nnx.List(blocks)
+        self.norm_out = _norm(width, **kw)
+        self.conv_out = _conv(width, embedding_dim, 1, use_bias=True, dtype=dtype, rngs=rngs)
+
+    def __call__(self, x):
+        x = self.conv_in(x)
+        n = 0
+        for level in range(self.num_levels + 1):
+            for _ in range(self.num_res_blocks):
+                x = self.blocks[n](x)
+                n += 1
+            if level < self.num_levels - 1:
+                x = avg_pool_2x2_same(x)
+        return self.conv_out(swish(self.norm_out(x)))
+
+
+class Decoder(nnx.Module):
+    """Latents `[B, h, w, embedding_dim]` → images `[B, h·f, w·f, out_channels]` (no activation).
+
+    Official names: conv_in → Conv_0, blocks[n] → ResBlock_n, upsample_convs[j] → Conv_{j+1}
+    (j = 0 is the deepest level), norm_out → GroupNorm_0, conv_out → Conv_{L} (L = len(mults)).
+    """
+
+    def __init__(self, *, out_channels: int, base_channels: int, channel_multipliers: Sequence[int],
+                 num_res_blocks: int, embedding_dim: int, num_groups: int = 32, eps: float = 1e-6,
+                 dtype: Any = jnp.float32, rngs: nnx.Rngs):
+        kw = dict(num_groups=num_groups, eps=eps, dtype=dtype, rngs=rngs)
+        mults = tuple(channel_multipliers)
+        self.num_levels = len(mults)
+        self.num_res_blocks = num_res_blocks
+        width = base_channels * mults[-1]
+        self.conv_in = _conv(embedding_dim, width, 3, use_bias=True, dtype=dtype, rngs=rngs)
+        blocks, upsample_convs = [], []
+        for _ in range(num_res_blocks):
+            blocks.append(ResBlock(width, width, **kw))
+        for i in reversed(range(self.num_levels)):
+            for _ in range(num_res_blocks):
+                blocks.append(ResBlock(width, base_channels * mults[i], **kw))
+                width = base_channels * mults[i]
+            if i > 0:
+                upsample_convs.append(_conv(width, width, 3, use_bias=True, dtype=dtype, rngs=rngs))
+        self.blocks = nnx.List(blocks)
+        self.upsample_convs = nnx.List(upsample_convs)
+        self.norm_out = _norm(width, **kw)
+        self.conv_out = _conv(width, out_channels, 3, use_bias=True, dtype=dtype, rngs=rngs)
+
+    def __call__(self, z):
+        x = self.conv_in(z)
+        n = 0
+        for _ in range(self.num_res_blocks):
+            x = self.blocks[n](x)
+            n += 1
+        for j, i in enumerate(reversed(range(self.num_levels))):
+            for _ in range(self.num_res_blocks):
+                x = self.blocks[n](x)
+                n += 1
+            if i > 0:
+                x = self.upsample_convs[j](upsample_nearest_2x(x))
+        return self.conv_out(swish(self.norm_out(x)))
