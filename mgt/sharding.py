@@ -76,9 +76,15 @@ def state_shardings(state, mesh: Mesh, rules=LOGICAL_RULES):
     return jax.tree.map(fit, specs, state, is_leaf=lambda x: isinstance(x, P))
 
 
+def abstract_model(make_model: Callable[[], nnx.Module], rules=LOGICAL_RULES) -> nnx.Module:
+    """`nnx.eval_shape(make_model)`, also inside a mesh context (logical names resolved by `rules`)."""
+    with nnx.logical_axis_rules(rules):
+        return nnx.eval_shape(make_model)
+
+
 def create_sharded(make_model: Callable[[], nnx.Module], mesh: Mesh, rules=LOGICAL_RULES) -> nnx.Module:
     """Build a model directly into its sharded layout (no full copy on one device first)."""
-    abstract = nnx.eval_shape(make_model)
+    abstract = abstract_model(make_model, rules)
     graphdef, abstract_state = nnx.split(abstract)
     shardings = state_shardings(abstract_state, mesh, rules)
 

@@ -1,0 +1,8 @@
+"""Config-driven training: stages, the step loop, checkpoints with exact resume, metrics."""
+
+from mgt.training.checkpoint import CheckpointMismatchError, Checkpointer
+from mgt.training.loop import TrainingDiverged, run_stage
+from mgt.training.trainer import WorkdirMismatchError, load_config, load_trained, train
+
+__all__ = ["CheckpointMismatchError", "Checkpointer", "TrainingDiverged", "WorkdirMismatchError", "load_config",
+           "load_trained", "run_stage", "train"]

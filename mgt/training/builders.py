@@ -1,0 +1,41 @@
+"""Build the pieces of an experiment from its config: tokenizer, token spec, transformer config."""
+
+from __future__ import annotations
+
+import dataclasses
+
+from flax import nnx
+
+from mgt.tokenizers.base import resolve_tokenizer
+from mgt.transformer import TransformerConfig
+
+_MODEL_FIELDS = {f.name for f in dataclasses.fields(TransformerConfig)}
+_RUN_ONLY_MODEL_KEYS = {"objective"}
+
+
+def tokenizer_kwargs(config) -> dict:
+    kwargs = config.tokenizer.to_dict()
+    kwargs.pop("name")
+    return {k: tuple(v) if isinstance(v, list) else v for k, v in kwargs.items()}
+
+
+def make_tokenizer(config, *, seed: int | None = None):
+    """The tokenizer named by `config.tokenizer.name` with the other `config.tokenizer` fields."""
+    factory = resolve_tokenizer(config.tokenizer.name)
+    seed = int(config.seed) if seed is None else seed
+    try:
+        return factory(rngs=nnx.Rngs(seed), **tokenizer_kwargs(config))
+    except TypeError as e:
+        raise ValueError(f"config.tokenizer does not fit tokenizer {config.tokenizer.name!r}: {e}") from None
+
+
+def transformer_config(config, token_spec) -> TransformerConfig:
+    """`config.model` on the tokenizer's grid."""
+    m = {k: v for k, v in config.model.to_dict().items() if k not in _RUN_ONLY_MODEL_KEYS}
+    unknown = sorted(set(m) - _MODEL_FIELDS)
+    if unknown:
+        raise ValueError(f"config.model has unknown fields {unknown}; expected some of {sorted(_MODEL_FIELDS)}")
+    conditional = m.get("conditioning", "none") in ("class_token", "adaln")
+    return TransformerConfig(grid=token_spec.grid, codebook_size=token_spec.codebook_size,
+                             num_levels=token_spec.num_levels,
+                             num_classes=int(config.data.num_classes) if conditional else 0, **m)

@@ -1,0 +1,127 @@
+"""Checkpoint I/O behind one small module (orbax `CheckpointManager`), so that a move to orbax's
+newer API stays local.
+
+A checkpoint holds one train-state pytree (parameters, optimiser state, EMA weights, step, ...),
+the data iterator's state and the experiment's config as JSON. Saves are asynchronous; a save
+interrupted by a crash (even `kill -9`) is never taken as a checkpoint, because orbax only commits
+a step after all its files are written. Nothing is unpickled.
+"""
+
+from __future__ import annotations
+
+import os
+from typing import Any
+
+import jax
+import orbax.checkpoint as ocp
+
+
+class CheckpointMismatchError(ValueError):
+    """A checkpoint whose structure or shapes do not match the model built from the config."""
+
+
+class Checkpointer:
+    """Saves and restores `(state, data iterator, meta)` under `directory`.
+
+    Args:
+      directory: where the numbered step folders live.
+      max_to_keep: the last K checkpoints are kept.
+    """
+
+    def __init__(self, directory: str, *, max_to_keep: int = 3):
+        self.directory = os.path.abspath(directory)
+        import grain
+
+        options = ocp.CheckpointManagerOptions(max_to_keep=max_to_keep, create=True, enable_async_checkpointing=True)
+        # Explicit handlers: a new process (a resumed run) can then read metadata before restoring.
+        handlers = {"state": ocp.StandardCheckpointHandler(), "meta": ocp.JsonCheckpointHandler(),
+                    "data": grain.checkpoint.CheckpointHandler()}
+        self._manager = ocp.CheckpointManager(self.directory, options=options, item_handlers=handlers)
+
+    def latest_step(self) -> int | None:
+        return self._manager.latest_step()
+
+    def all_steps(self) -> list[int]:
+        return list(self._manager.all_steps())
+
+    def save(self, step: int, state, *, data_iterator=None, meta: dict | None = None) -> None:
+        """Start an asynchronous save of `state` (a pytree of arrays) at `step`."""
+        import grain
+
+        items = {"state": ocp.args.StandardSave(state), "meta": ocp.args.JsonSave(meta or {})}
+        if data_iterator is not None:
+            items["data"] = grain.checkpoint.CheckpointSave(data_iterator)
+        self._manager.save(int(step), args=ocp.args.Composite(**items), force=True)
+
+    def read_meta(self, step: int | None = None) -> dict:
+        step = self.latest_step() if step is None else step
+        return self._manager.restore(step, args=ocp.args.Composite(meta=ocp.args.JsonRestore()))["meta"]
+
+    def restore(self, target_state, *, step: int | None = None, data_iterator=None):
+        """Restore into the structure, shapes and shardings of `target_state` (arrays or
+        `jax.ShapeDtypeStruct`s). Restores the data iterator's position in place when given.
+
+        Raises:
+          CheckpointMismatchError: listing every missing, unexpected or mis-shaped path.
+        """
+        import grain
+
+        step = self.latest_step() if step is None else step
+        self.check_compatible(target_state, step)
+        abstract = jax.tree.map(_abstract, target_state)
+        items = {"state": ocp.args.StandardRestore(abstract)}
+        if data_iterator is not None:
+            items["data"] = grain.checkpoint.CheckpointRestore(data_iterator)
+        return self._manager.restore(step, args=ocp.args.Composite(**items))["state"]
+
+    def check_compatible(self, target_state, step: int) -> None:
+        saved = self._manager.item_metadata(step)["state"]
+        saved_tree = getattr(saved, "tree", saved)
+        saved_shapes = _shapes_by_path(saved_tree)
+        wanted_shapes = _shapes_by_path(target_state)
+        problems = []
+        for path in sorted(set(wanted_shapes) - set(saved_shapes)):
+            problems.append(f"  missing in checkpoint: {path} {wanted_shapes[path]}")
+        for path in sorted(set(saved_shapes) - set(wanted_shapes)):
+            problems.append(f"  not in the model: {path} {saved_shapes[path]}")
+        for path in sorted(set(saved_shapes) & set(wanted_shapes)):
+            if tuple(saved_shapes[path]) != tuple(wanted_shapes[path]):
+                problems.append(f"  shape {saved_shapes[path]} in checkpoint, {wanted_shapes[path]} expected: {path}")
+        if problems:
+            raise CheckpointMismatchError(
+                f"checkpoint {self.directory} step {step} does not match the configured model "
+                f"({len(problems)} parameter paths differ):\n" + "\n".join(problems[:40])
+                + ("\n  ..." if len(problems) > 40 else "")
+            )
+
+    def wait(self) -> None:
+        self._manager.wait_until_finished()
+
+    def close(self) -> None:
+        self._manager.wait_until_finished()
+        self._manager.close()
+
+
+def _abstract(x):
+    if isinstance(x, jax.ShapeDtypeStruct):
+        return x
+    sharding = getattr(x, "sharding", None)
+    return jax.ShapeDtypeStruct(x.shape, x.dtype, sharding=sharding)
+
+
+def _path_str(path) -> str:
+    parts = []
+    for p in path:
+        for attr in ("key", "name", "idx"):
+            if hasattr(p, attr):
+                parts.append(str(getattr(p, attr)))
+                break
+        else:
+            parts.append(str(p))
+    # nnx.State pure leaves sit under a 'value' / 'raw_value' key in some versions
+    return "/".join(q for q in parts if q not in ("value", "raw_value"))
+
+
+def _shapes_by_path(tree) -> dict[str, tuple]:
+    leaves = jax.tree_util.tree_flatten_with_path(tree, is_leaf=lambda x: x is None or hasattr(x, "shape"))[0]
+    return {_path_str(path): tuple(getattr(leaf, "shape", ())) for path, leaf in leaves if leaf is not None}

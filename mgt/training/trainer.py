@@ -1,0 +1,137 @@
+"""`train(config, workdir, stage)`: the tokenizer stage, the transformer stage, or both in sequence.
+
+The workdir holds one experiment: `config.json` (the config it was started with), one orbax
+checkpoint folder per stage, `metrics.jsonl`, TensorBoard events and sample grids. Started again with
+the same command, a run continues from its latest checkpoints. A workdir holding another experiment
+(a different model, tokenizer or data) is refused.
+"""
+
+from __future__ import annotations
+
+import json
+import os
+
+import jax
+import ml_collections
+
+from mgt import sharding
+from mgt.modalities import make_task
+from mgt.training.loop import latest_state, run_stage
+from mgt.training.tokenizer_stage import TokenizerStage
+from mgt.training.transformer_stage import TransformerStage
+
+STAGES = ("tokenizer", "transformer", "all")
+# Fields that define the experiment: a workdir is refused when one of them differs.
+IDENTITY_KEYS = ("modality", "seed", "data.source", "data.path", "data.image_size", "data.num_classes", "tokenizer",
+                 "model")
+
+
+class WorkdirMismatchError(ValueError):
+    pass
+
+
+def maybe_initialize_distributed() -> None:
+    """`jax.distributed.initialize()` when a cluster environment is present (several hosts)."""
+    env = os.environ
+    multi = ("JAX_COORDINATOR_ADDRESS" in env or ("SLURM_NTASKS" in env and int(env.get("SLURM_NTASKS", "1")) > 1)
+             or "MEGASCALE_COORDINATOR_ADDRESS" in env or ("TPU_WORKER_HOSTNAMES" in env and "," in env["TPU_WORKER_HOSTNAMES"]))
+    if multi and not jax.distributed.is_initialized():
+        jax.distributed.initialize()
+
+
+def make_mesh(config):
+    return sharding.make_mesh(data=int(config.mesh.data), fsdp=int(config.mesh.fsdp))
+
+
+def _lookup(d: dict, dotted: str):
+    for part in dotted.split("."):
+        if not isinstance(d, dict) or part not in d:
+            return None
+        d = d[part]
+    return d
+
+
+def _diff(a, b, prefix=""):
+    if isinstance(a, dict) and isinstance(b, dict):
+        out = []
+        for k in sorted(set(a) | set(b)):
+            out += _diff(a.get(k), b.get(k), f"{prefix}.{k}" if prefix else k)
+        return out
+    norm = lambda x: list(x) if isinstance(x, tuple) else x
+    return [] if norm(a) == norm(b) else [f"{prefix}: {a!r} in the workdir, {b!r} now"]
+
+
+def check_workdir(config, workdir: str) -> None:
+    """Write `config.json` for a new workdir, or refuse one that holds another experiment."""
+    path = os.path.join(workdir, "config.json")
+    now = json.loads(config.to_json())
+    if os.path.exists(path):
+        with open(path) as f:
+            saved = json.load(f)
+        problems = []
+        for key in IDENTITY_KEYS:
+            problems += _diff(_lookup(saved, key), _lookup(now, key), key)
+        if problems:
+            raise WorkdirMismatchError(
+                f"workdir {workdir} holds another experiment ({path}); use a new --workdir or the same config. "
+                f"Differences: " + "; ".join(problems[:10]))
+    if jax.process_index() == 0:
+        os.makedirs(workdir, exist_ok=True)
+        tmp = path + ".tmp"
+        with open(tmp, "w") as f:
+            f.write(config.to_json(indent=2))
+        os.replace(tmp, path)
+
+
+def load_config(workdir: str) -> ml_collections.ConfigDict:
+    path = os.path.join(workdir, "config.json")
+    if not os.path.exists(path):
+        raise ValueError(f"{workdir!r} is not an mgt workdir (no config.json); train one with mgt train")
+    with open(path) as f:
+        return ml_collections.ConfigDict(json.load(f))
+
+
+def train(config, workdir: str, *, stage: str = "all", quiet: bool = False) -> dict:
+    """Train the requested stage(s). Returns `{"tokenizer": state, "transformer": state}` of what ran."""
+    if stage not in STAGES:
+        raise ValueError(f"--stage={stage!r}; expected one of {STAGES}")
+    maybe_initialize_distributed()
+    check_workdir(config, workdir)
+    task = make_task(config)
+    mesh = make_mesh(config)
+    meta = json.loads(config.to_json())
+    out = {}
+    with jax.set_mesh(mesh):
+        tok_stage = TokenizerStage(config, task, mesh, workdir=workdir)
+        if stage in ("tokenizer", "all"):
+            out["tokenizer"] = run_stage(tok_stage, workdir=workdir, config=config, meta=meta, quiet=quiet)
+            tok_state, tok_step = out["tokenizer"], int(out["tokenizer"]["step"])
+        if stage in ("transformer", "all"):
+            if stage == "transformer":
+                tok_state, tok_step = latest_state(tok_stage, workdir)
+            tokenizer = tok_stage.model_from_state(tok_state)
+            tr_stage = TransformerStage(config, task, mesh, workdir=workdir, tokenizer=tokenizer,
+                                        tokenizer_step=tok_step, quiet=quiet)
+            out["transformer"] = run_stage(tr_stage, workdir=workdir, config=config, meta=meta, quiet=quiet)
+            if jax.process_index() == 0 and tr_stage.objective == "maskgit":
+                path = tr_stage.write_samples(out["transformer"], tr_stage.total_steps,
+                                              path=os.path.join(workdir, "samples", "final.png"))
+                if not quiet and path:
+                    print(f"[transformer] sample grid written to {path}", flush=True)
+    return out
+
+
+def load_trained(workdir: str):
+    """`(config, task, tokenizer, transformer)` from a workdir's latest checkpoints (EMA weights)."""
+    config = load_config(workdir)
+    task = make_task(config)
+    mesh = make_mesh(config)
+    with jax.set_mesh(mesh):
+        tok_stage = TokenizerStage(config, task, mesh, workdir=workdir)
+        tok_state, tok_step = latest_state(tok_stage, workdir)
+        tokenizer = tok_stage.model_from_state(tok_state)
+        tr_stage = TransformerStage(config, task, mesh, workdir=workdir, tokenizer=tokenizer, tokenizer_step=tok_step,
+                                    quiet=True)
+        tr_state, _ = latest_state(tr_stage, workdir)
+        transformer = tr_stage.model_from_state(tr_state)
+    return config, task, tokenizer, transformer
