@@ -1,6 +1,34 @@
-"""mgt: masked generative transformers in JAX / Flax NNX."""
+"""mgt: masked generative transformers in JAX / Flax NNX.
 
+The engine — token grids, the masked Transformer, training masks, the decoding engine, sharding —
+knows nothing of pixels, frames or samples; tokenizers (`mgt.tokenizers`) and modalities
+(`mgt.modalities`) plug into it.
+"""
+
+from mgt import decoding, masking, schedules, sharding
+from mgt.decoding import decode, decode_loop
+from mgt.masking import make_training_mask, masked_cross_entropy
+from mgt.pipeline import GenerationPipeline
+from mgt.sampling import model_logits_fn, sample
+from mgt.schedules import mask_ratio
 from mgt.tokens import TokenSpec
+from mgt.transformer import MaskedTransformer, TransformerConfig
 
 __version__ = "0.1.0"
-__all__ = ["TokenSpec"]
+__all__ = [
+    "GenerationPipeline",
+    "MaskedTransformer",
+    "TokenSpec",
+    "TransformerConfig",
+    "decode",
+    "decode_loop",
+    "decoding",
+    "make_training_mask",
+    "mask_ratio",
+    "masked_cross_entropy",
+    "masking",
+    "model_logits_fn",
+    "sample",
+    "schedules",
+    "sharding",
+]

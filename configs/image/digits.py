@@ -30,7 +30,7 @@ def get_config(arg: str | None = None):
     c.tokenizer = config_dict.ConfigDict()
     c.tokenizer.name = "vqgan"
     c.tokenizer.base_channels = 32
-    c.tokenizer.channel_multipliers = (1, 2)
+    c.tokenizer.channel_multipliers = (1, 2, 2)  # factor 4: 16 px → 4×4 tokens
     c.tokenizer.num_res_blocks = 1
     c.tokenizer.embedding_dim = 16
     c.tokenizer.codebook_size = 128
@@ -75,7 +75,7 @@ def get_config(arg: str | None = None):
     c.model.remat = False
 
     c.transformer_train = config_dict.ConfigDict()
-    c.transformer_train.steps = 3000
+    c.transformer_train.steps = 2000
     c.transformer_train.batch_size = 64
     c.transformer_train.learning_rate = 1e-3
     c.transformer_train.b1 = 0.9

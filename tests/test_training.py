@@ -1,0 +1,196 @@
+"""The trainer and the CLI on the tiny digits config: stages, outputs, resume, errors."""
+
+import json
+import os
+import shutil
+import signal
+import subprocess
+import sys
+import time
+
+import numpy as np
+import pytest
+
+from mgt import cli
+
+ROOT = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
+TINY = os.path.join(ROOT, "configs", "image", "digits.py") + ":tiny"
+
+
+def _load_config(arg="tiny"):
+    import importlib.util
+
+    spec = importlib.util.spec_from_file_location("digits_config", os.path.join(ROOT, "configs", "image", "digits.py"))
+    module = importlib.util.module_from_spec(spec)
+    spec.loader.exec_module(module)
+    return module.get_config(arg)
+
+
+@pytest.fixture(scope="module")
+def workdir(tmp_path_factory):
+    from mgt.training import train
+
+    path = str(tmp_path_factory.mktemp("digits_tiny"))
+    train(_load_config(), path, quiet=True)
+    return path
+
+
+def _records(path):
+    with open(os.path.join(path, "metrics.jsonl")) as f:
+        return [json.loads(line) for line in f]
+
+
+def test_config_variants_and_overrides():
+    c = _load_config()
+    assert c.transformer_train.steps == 6 and c.model.hidden_dim == 32
+    full = _load_config(None)
+    assert full.data.source == "digits" and full.model.conditioning == "class_token"
+    with pytest.raises(ValueError, match="unknown variant"):
+        _load_config("huge")
+
+
+def test_both_stages_train_and_write_outputs(workdir):
+    records = _records(workdir)
+    stages = {r["stage"] for r in records}
+    assert stages == {"tokenizer", "transformer"}
+    assert all(np.isfinite(r["loss"]) for r in records)
+    assert os.path.exists(os.path.join(workdir, "samples", "final.png"))
+    assert os.path.exists(os.path.join(workdir, "config.json"))
+    assert sorted(os.listdir(os.path.join(workdir, "transformer", "checkpoints")))[-1] == "6"
+    assert any(n.startswith("events.out.tfevents") for n in os.listdir(os.path.join(workdir, "tensorboard", "transformer")))
+
+
+def test_sample_npz_and_png(workdir, tmp_path, capsys):
+    out = str(tmp_path / "s.npz")
+    assert cli.main(["sample", "--workdir", workdir, "--labels", "3,7", "--num", "5", "--steps", "4", "--out", out]) == 0
+    data = np.load(out)
+    assert data["images"].dtype == np.uint8 and data["images"].shape == (5, 16, 16, 3)
+    assert data["labels"].tolist() == [3, 7, 3, 7, 3]
+    png = str(tmp_path / "s.png")
+    assert cli.main(["sample", "--workdir", workdir, "--steps", "4", "--out", png]) == 0
+    from PIL import Image
+
+    assert Image.open(png).size[0] > 64
+
+
+def test_cli_errors_are_one_line(workdir, tmp_path, capsys):
+    assert cli.main(["sample", "--workdir", workdir, "--labels", "0,12", "--out", str(tmp_path / "x.png")]) == 1
+    err = capsys.readouterr().err
+    assert "--labels [12]" in err and "[0, 10)" in err and "Traceback" not in err
+    assert cli.main(["train", "--config", TINY, "--workdir", str(tmp_path / "w"), "--config.model.hiden_dim=3"]) == 1
+    assert "hidden_dim" in capsys.readouterr().err
+    assert cli.main(["train", "--config", TINY, "--workdir", str(tmp_path / "w"), "--config.data.source=folder",
+                     f"--config.data.path={tmp_path / 'missing'}"]) == 1
+    assert "missing" in capsys.readouterr().err
+    empty = tmp_path / "empty"
+    empty.mkdir()
+    assert cli.main(["train", "--config", TINY, "--workdir", str(tmp_path / "w2"), "--config.data.source=folder",
+                     f"--config.data.path={empty}"]) == 1
+    assert "empty" in capsys.readouterr().err.lower()
+    # a workdir holding another experiment
+    assert cli.main(["train", "--config", TINY, "--workdir", workdir, "--config.model.num_layers=2"]) == 1
+    err = capsys.readouterr().err
+    assert "another experiment" in err and "model.num_layers" in err
+
+
+def test_edit_modes_and_bad_box(workdir, tmp_path, capsys):
+    from PIL import Image
+
+    from mgt.modalities.image import DigitsSource
+
+    src = str(tmp_path / "in.png")
+    Image.fromarray(DigitsSource(image_size=16, split="test")[0]["image"]).save(src)
+    for mode in ("inpaint", "outpaint", "class"):
+        out = str(tmp_path / f"{mode}.png")
+        assert cli.main(["edit", "--workdir", workdir, "--image", src, "--box", "4,4,8,8", "--label", "3",
+                         "--mode", mode, "--steps", "4", "--out", out]) == 0
+        assert np.asarray(Image.open(out)).shape == (16, 16, 3)
+    assert cli.main(["edit", "--workdir", workdir, "--image", src, "--box", "10,10,12,12", "--label", "3",
+                     "--out", str(tmp_path / "bad.png")]) == 1
+    assert "box" in capsys.readouterr().err
+
+
+def test_nan_loss_stops_and_keeps_the_last_good_checkpoint(workdir, tmp_path):
+    from mgt.training import TrainingDiverged, train
+
+    copy = str(tmp_path / "nan")
+    shutil.copytree(workdir, copy)
+    c = _load_config()
+    c.transformer_train.steps = 12
+    c.transformer_train.learning_rate = float("nan")
+    with pytest.raises(TrainingDiverged, match=r"at step 8.*last good checkpoint is step 6"):
+        train(c, copy, stage="transformer", quiet=True)
+    assert sorted(int(s) for s in os.listdir(os.path.join(copy, "transformer", "checkpoints")) if s.isdigit())[-1] == 6
+
+
+def test_checkpoint_of_other_shapes_is_refused_with_paths(workdir, tmp_path):
+    from mgt.training import CheckpointMismatchError, train
+
+    copy = str(tmp_path / "shapes")
+    shutil.copytree(workdir, copy)
+    os.remove(os.path.join(copy, "config.json"))  # pretend the config was lost: the checkpoint still guards
+    c = _load_config()
+    c.model.mlp_dim = 48
+    with pytest.raises(CheckpointMismatchError, match=r"mlp/.*kernel"):
+        train(c, copy, stage="transformer", quiet=True)
+
+
+def _run_train(workdir, *extra, env=None, wait=True):
+    cmd = [sys.executable, "-m", "mgt.cli", "train", "--config", TINY, "--workdir", workdir, "--quiet",
+           "--config.transformer_train.steps=10", "--config.log_every=1", *extra]
+    env = dict(os.environ, **(env or {}))
+    if wait:
+        res = subprocess.run(cmd, capture_output=True, text=True, env=env, timeout=600, cwd=ROOT)
+        assert res.returncode == 0, res.stderr[-3000:]
+        return res
+    return subprocess.Popen(cmd, stdout=subprocess.DEVNULL, stderr=subprocess.PIPE, env=env, cwd=ROOT)
+
+
+def _final_params(workdir):
+    from mgt.training.checkpoint import Checkpointer
+
+    out = {}
+    for stage in ("tokenizer", "transformer"):
+        ckpt = Checkpointer(os.path.join(workdir, stage, "checkpoints"))
+        import orbax.checkpoint as ocp
+
+        step = ckpt.latest_step()
+        restored = ckpt._manager.restore(step, args=ocp.args.Composite(state=ocp.args.StandardRestore()))
+        ckpt.close()
+        import jax
+
+        out[stage] = (step, jax.tree.leaves(restored["state"]))
+    return out
+
+
+@pytest.mark.slow
+def test_kill_9_and_resume_reaches_the_same_parameters(tmp_path):
+    straight, killed = str(tmp_path / "straight"), str(tmp_path / "killed")
+    _run_train(straight)
+    proc = _run_train(killed, wait=False)
+    target = os.path.join(killed, "transformer", "checkpoints", "4")
+    deadline = time.time() + 500
+    while not os.path.isdir(target) and proc.poll() is None and time.time() < deadline:
+        time.sleep(0.05)
+    proc.send_signal(signal.SIGKILL)
+    proc.wait()
+    assert proc.returncode != 0, "the run finished before it could be killed"
+    _run_train(killed)
+    a, b = _final_params(straight), _final_params(killed)
+    for stage in a:
+        assert a[stage][0] == b[stage][0] == (4 if stage == "tokenizer" else 10) or a[stage][0] == b[stage][0]
+        for x, y in zip(a[stage][1], b[stage][1]):
+            np.testing.assert_allclose(np.asarray(x), np.asarray(y), rtol=1e-6, atol=1e-6)
+
+
+@pytest.mark.multidevice
+def test_same_losses_on_1_and_8_devices(tmp_path):
+    one, eight = str(tmp_path / "one"), str(tmp_path / "eight")
+    _run_train(one, "--config.transformer_train.steps=4", "--config.tokenizer_train.steps=4")
+    _run_train(eight, "--config.transformer_train.steps=4", "--config.tokenizer_train.steps=4",
+               env={"XLA_FLAGS": "--xla_force_host_platform_device_count=8"})
+    a, b = _records(one), _records(eight)
+    assert len(a) == len(b) == 8
+    for ra, rb in zip(a, b):
+        assert ra["stage"] == rb["stage"] and ra["step"] == rb["step"]
+        assert rb["loss"] == pytest.approx(ra["loss"], rel=1e-4, abs=1e-5)
