@@ -8,7 +8,9 @@
   model is conditioned through adaLN.
 
 Blocks take `(x [B, N, D], key, cond [B, D] | None, context [B, S, C] | None, context_mask [B, S] | None)`
-and are stacked and scanned by `MaskedTransformer`.
+and are stacked and scanned by `MaskedTransformer`. For autoregressive models (`mgt.ar`) they also take
+`causal=True` (causal self-attention) or a self-attention KV `cache` with its `cache_index` (see
+`MultiHeadAttention`), in which case they return `(x, cache)`.
 """
 
 from __future__ import annotations
@@ -35,17 +37,22 @@ class MaskgitBlock(nnx.Module):
         self.mlp = GeluMlp(d, cfg.mlp_dim, dtype=dtype, rngs=rngs)
         self.layer_output_ln = LayerNorm(d, epsilon=eps, rngs=rngs)
 
-    def __call__(self, x, key, cond, context, context_mask, deterministic: bool):
+    def __call__(self, x, key, cond, context, context_mask, deterministic: bool, *, causal=False, cache=None,
+                 cache_index=None):
         cfg = self.cfg
         k_attn, k_att_out, k_cross, k_mlp = jax.random.split(key, 4)
-        h = self.self_attention(x, dropout_rate=cfg.attention_dropout_rate, key=k_attn, deterministic=deterministic)
+        h = self.self_attention(x, dropout_rate=cfg.attention_dropout_rate, key=k_attn, deterministic=deterministic,
+                                causal=causal, cache=cache, cache_index=cache_index)
+        if cache is not None:
+            h, cache = h
         x = self.attention_output_ln(x + dropout(h, cfg.dropout_rate, k_att_out, deterministic))
         if self.cross_attention is not None:
             h = self.cross_attention(x, context, context_mask, dropout_rate=cfg.attention_dropout_rate, key=k_cross,
                                      deterministic=deterministic)
             x = self.cross_attention_ln(x + dropout(h, cfg.dropout_rate, k_cross, deterministic))
         h = self.mlp(x)
-        return self.layer_output_ln(x + dropout(h, cfg.dropout_rate, k_mlp, deterministic))
+        x = self.layer_output_ln(x + dropout(h, cfg.dropout_rate, k_mlp, deterministic))
+        return x if cache is None else (x, cache)
 
 
 class ModernBlock(nnx.Module):
@@ -68,7 +75,8 @@ class ModernBlock(nnx.Module):
         self.modulation = (make_param(rngs, ZEROS, (d, 6, d), ("embed", None, "mlp"))
                            if cfg.conditioning == "adaln" else None)
 
-    def __call__(self, x, key, cond, context, context_mask, deterministic: bool):
+    def __call__(self, x, key, cond, context, context_mask, deterministic: bool, *, causal=False, cache=None,
+                 cache_index=None):
         cfg = self.cfg
         k_attn, k_res1, k_cross, k_mlp = jax.random.split(key, 4)
         if self.modulation is not None:
@@ -79,7 +87,9 @@ class ModernBlock(nnx.Module):
             gate1 = gate2 = 1.0
         h = self.attention_norm(x) * (1 + scale1) + shift1
         h = self.self_attention(h.astype(x.dtype), dropout_rate=cfg.attention_dropout_rate, key=k_attn,
-                                deterministic=deterministic)
+                                deterministic=deterministic, causal=causal, cache=cache, cache_index=cache_index)
+        if cache is not None:
+            h, cache = h
         x = x + (gate1 * dropout(h, cfg.dropout_rate, k_res1, deterministic)).astype(x.dtype)
         if self.cross_attention is not None:
             h = self.cross_attention(self.cross_norm(x), context, context_mask, dropout_rate=cfg.attention_dropout_rate,
@@ -87,7 +97,8 @@ class ModernBlock(nnx.Module):
             x = x + dropout(h, cfg.dropout_rate, k_cross, deterministic)
         h = self.mlp_norm(x) * (1 + scale2) + shift2
         h = self.mlp(h.astype(x.dtype))
-        return x + (gate2 * dropout(h, cfg.dropout_rate, k_mlp, deterministic)).astype(x.dtype)
+        x = x + (gate2 * dropout(h, cfg.dropout_rate, k_mlp, deterministic)).astype(x.dtype)
+        return x if cache is None else (x, cache)
 
 
 BLOCK_STYLES = {"maskgit": MaskgitBlock, "modern": ModernBlock}

@@ -118,8 +118,18 @@ class MultiHeadAttention(nnx.Module):
         else:
             self.query_norm = self.key_norm = None
 
-    def __call__(self, x, kv=None, kv_mask=None, *, dropout_rate=0.0, key=None, deterministic=True):
-        """x `[B, T, D]`, kv `[B, S, Dkv]` or None, kv_mask bool `[B, S]` (True = attend) → `[B, T, D]`."""
+    def __call__(self, x, kv=None, kv_mask=None, *, dropout_rate=0.0, key=None, deterministic=True,
+                 causal=False, cache=None, cache_index=None):
+        """x `[B, T, D]`, kv `[B, S, Dkv]` or None, kv_mask bool `[B, S]` (True = attend) → `[B, T, D]`.
+
+        Autoregressive use (self-attention only):
+          causal: position t attends to positions <= t only.
+          cache: `(keys, values)`, each `[B, L, H, Dh]`: incremental decoding. The T new positions are
+            written at `cache_index` (int32 scalar, may be traced) with `lax.dynamic_update_slice`
+            and attend causally to the cache; returns `(y [B, T, D], (keys, values))`.
+        """
+        if cache is not None and (kv is not None or kv_mask is not None):
+            raise ValueError("cache is for self-attention only; got kv / kv_mask as well")
         kv = x if kv is None else kv
         q = self.query(x.astype(self.dtype), self.dtype)
         k = self.key(kv.astype(self.dtype), self.dtype)
@@ -127,16 +137,39 @@ class MultiHeadAttention(nnx.Module):
         if self.query_norm is not None:
             q, k = self.query_norm(q), self.key_norm(k)
         mask = None if kv_mask is None else kv_mask[:, None, None, :]  # [B, 1, T, S] broadcast
+        if cache is not None:
+            cache = _update_cache(cache, k, v, cache_index)
+            k, v = cache[0].astype(q.dtype), cache[1].astype(q.dtype)
+            t, s = q.shape[1], k.shape[1]
+            query_pos = cache_index + jnp.arange(t)
+            mask = (jnp.arange(s)[None, :] <= query_pos[:, None])[None, None]  # [1, 1, T, L]
+            causal = False  # the cache mask already is the causal mask at these positions
         scale = 1.0 / math.sqrt(self.head_dim)
         if deterministic or dropout_rate == 0.0:
-            y = jax.nn.dot_product_attention(q, k, v, mask=mask, scale=scale, implementation=self.implementation)
+            y = jax.nn.dot_product_attention(q, k, v, mask=mask, scale=scale, is_causal=causal,
+                                             implementation=self.implementation)
         else:
             logits = jnp.einsum("btnh,bsnh->bnts", q, k).astype(jnp.float32) * scale
+            if causal:
+                t, s = q.shape[1], k.shape[1]
+                tril = jnp.tril(jnp.ones((t, s), bool))[None, None]
+                mask = tril if mask is None else mask & tril
             if mask is not None:
                 logits = jnp.where(mask, logits, jnp.finfo(jnp.float32).min)
             probs = dropout(jax.nn.softmax(logits, -1), dropout_rate, key, deterministic)
             y = jnp.einsum("bnts,bsnh->btnh", probs.astype(self.dtype), v)
-        return self.out(y, self.dtype)
+        y = self.out(y, self.dtype)
+        return y if cache is None else (y, cache)
+
+
+def _update_cache(cache, k, v, index):
+    """Write k, v `[B, T, H, Dh]` into the cache `(keys, values)` `[B, L, H, Dh]` at position `index`."""
+    keys, values = cache
+    zero = jnp.zeros((), jnp.int32)
+    start = (zero, jnp.asarray(index, jnp.int32), zero, zero)
+    keys = jax.lax.dynamic_update_slice(keys, k.astype(keys.dtype), start)
+    values = jax.lax.dynamic_update_slice(values, v.astype(values.dtype), start)
+    return keys, values
 
 
 class _HeadProjection(nnx.Module):

@@ -10,6 +10,7 @@ checked abstractly with ShapeDtypeStructs: nothing of that size is allocated.
 from __future__ import annotations
 
 import math
+import os
 import pathlib
 import re
 
@@ -454,3 +455,37 @@ def test_missing_unexpected_and_misshaped_keys_are_listed(official, tmp_path):
         maskgit.from_official_trees(tokenizer_tree, transformer_tree, heads=4)
     with pytest.raises(ValueError, match="block_style='modern': the official MaskGIT transformer has"):
         maskgit.from_official_trees(tokenizer_tree, transformer_tree, num_classes=CLASSES, block_style="modern")
+
+
+def test_convert_to_workdir_then_sample_and_finetune(official, tmp_path, capsys):
+    from PIL import Image
+
+    from mgt import cli
+    from mgt.training import load_config, train
+
+    _, _, tokenizer_file, transformer_file = official
+    wd = str(tmp_path / "converted")
+    assert cli.main(["convert", "maskgit", "--tokenizer", str(tokenizer_file), "--transformer",
+                     str(transformer_file), "--num-classes", str(CLASSES), "--workdir", wd]) == 0
+    out = str(tmp_path / "s.npz")
+    assert cli.main(["sample", "--workdir", wd, "--labels", "9", "--num", "2", "--steps", "2", "--out", out]) == 0
+    data = np.load(out)
+    assert data["images"].shape == (2, IMAGE, IMAGE, 3) and data["labels"].tolist() == [9, 9]
+    assert cli.main(["sample", "--workdir", wd, "--guidance", "1.5", "--labels", "1", "--out", out]) == 1
+    assert "null condition" in capsys.readouterr().err
+    # fine-tune the converted transformer for two steps on a folder of images
+    folder = tmp_path / "images" / "cats"
+    folder.mkdir(parents=True)
+    rng = np.random.default_rng(0)
+    for i in range(4):
+        Image.fromarray(rng.integers(0, 255, (IMAGE, IMAGE, 3), dtype=np.uint8)).save(folder / f"{i}.png")
+    config = load_config(wd)
+    config.data.path = str(tmp_path / "images")
+    config.data.num_workers = 0
+    config.transformer_train.batch_size = 4
+    config.transformer_train.steps = 2
+    config.log_every = config.checkpoint_every = 1
+    config.sample_every = 0
+    state = train(config, wd, stage="transformer", quiet=True)["transformer"]
+    assert int(state["step"]) == 2
+    assert sorted(os.listdir(os.path.join(wd, "transformer", "checkpoints")))[-1] == "2"

@@ -1,6 +1,6 @@
 """The step loop shared by every training stage: resume, steps, metrics, checkpoints, NaN guard.
 
-A stage provides `name`, `total_steps`, `init_state()`, `data_iterator()`, `batch_to_device(batch)`,
+A stage provides `name`, `total_steps`, optionally `prepare_training()`, `init_state()`, `data_iterator()`, `batch_to_device(batch)`,
 `train_step(state, batch, rng) -> (state, metrics)` (compiled once) and `write_samples(state, step)`.
 Every random draw of step s comes from `fold_in(key(seed), s)`, and the data iterator's position is
 checkpointed with the state, so a run resumed from a checkpoint continues exactly where it stopped.
@@ -24,11 +24,14 @@ class TrainingDiverged(RuntimeError):
 def run_stage(stage, *, workdir: str, config, meta: dict, quiet: bool = False):
     """Train `stage` to `stage.total_steps`, resuming from its latest checkpoint. Returns the state."""
     ckpt = Checkpointer(os.path.join(workdir, stage.name, "checkpoints"), max_to_keep=int(config.keep_checkpoints))
+    if hasattr(stage, "prepare_training"):
+        stage.prepare_training()
     state = stage.init_state()
     iterator = stage.data_iterator()
-    start = ckpt.latest_step() or 0
-    if start:
-        state = ckpt.restore(state, data_iterator=iterator)
+    latest = ckpt.latest_step()
+    start = latest or 0
+    if latest is not None:  # step 0 exists for converted / imported weights (fine-tuning starts there)
+        state = ckpt.restore(state, data_iterator=iterator if latest > 0 else None)
         if not quiet:
             print(f"[{stage.name}] resumed from step {start} ({ckpt.directory})", flush=True)
     total = stage.total_steps

@@ -31,10 +31,7 @@ class TokenizerStage:
         self.adversarial = float(tc.adversarial_weight) > 0
         self.tx = make_optimizer(tc, self.total_steps)
         self.disc_tx = optax.adam(float(tc.discriminator_learning_rate), b1=float(tc.b1), b2=float(tc.b2))
-        self.perceptual = tl.PerceptualLoss(tc.perceptual_weights_path) if float(tc.perceptual_weight) > 0 else None
-        if self.perceptual is not None and not self.perceptual.enabled:
-            raise ValueError("config.tokenizer_train.perceptual_weight > 0 needs "
-                             "config.tokenizer_train.perceptual_weights_path (a local .npz)")
+        self.perceptual = None  # loaded by prepare_training: sampling and conversion never need it
         batch = int(tc.batch_size)
         if batch % mesh.size:
             raise ValueError(f"config.tokenizer_train.batch_size={batch} must be divisible by the {mesh.size} devices")
@@ -72,6 +69,16 @@ class TokenizerStage:
 
     def model_from_state(self, state, *, ema: bool = True):
         return nnx.merge(self.graphdef, state["ema"] if ema else state["params"], state["rest"], copy=True)
+
+    def prepare_training(self):
+        """Checks and loads what only training needs (the perceptual network's local weights)."""
+        tc = self.train_cfg
+        if float(tc.perceptual_weight) > 0:
+            if not tc.perceptual_weights_path:
+                raise ValueError("config.tokenizer_train.perceptual_weight > 0 needs "
+                                 "config.tokenizer_train.perceptual_weights_path (a local .npz; nothing is "
+                                 "downloaded), or --config.tokenizer_train.perceptual_weight=0")
+            self.perceptual = tl.PerceptualLoss(tc.perceptual_weights_path)
 
     # ---- data -----------------------------------------------------------------------------------
     def data_iterator(self):

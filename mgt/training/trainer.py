@@ -21,9 +21,9 @@ from mgt.training.tokenizer_stage import TokenizerStage
 from mgt.training.transformer_stage import TransformerStage
 
 STAGES = ("tokenizer", "transformer", "all")
-# Fields that define the experiment: a workdir is refused when one of them differs.
-IDENTITY_KEYS = ("modality", "seed", "data.source", "data.path", "data.image_size", "data.num_classes", "tokenizer",
-                 "model")
+# Fields that define the experiment: a workdir is refused when one of them differs. The data source
+# may change (fine-tuning a converted or trained model on other images is legitimate).
+IDENTITY_KEYS = ("modality", "data.image_size", "data.num_classes", "tokenizer", "model")
 
 
 class WorkdirMismatchError(ValueError):
