@@ -42,7 +42,8 @@ __all__ = ["ARTransformer", "KVCache", "ar_loss", "ar_sample", "ar_decode_loop"]
 
 
 class KVCache(NamedTuple):
-    """Self-attention keys and values of every layer: each `[layers, B, N, H, Dh]` (compute dtype)."""
+    """Self-attention keys and values of every layer: each `[layers, B, N, H, Dh]` (by default in the
+    compute dtype). Row n of layer l holds the key / value of sequence position n once it is decoded."""
 
     keys: jax.Array
     values: jax.Array

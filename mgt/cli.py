@@ -79,12 +79,16 @@ def _train(argv) -> int:
         value = a.split("=", 1)[1] if a.startswith("--config=") else (argv[i + 1] if a == "--config" and i + 1 < len(argv) else None)
         if value is not None and not os.path.isfile(value.split(":", 1)[0]):
             raise ValueError(f"--config {value.split(':', 1)[0]!r} does not exist (e.g. configs/image/digits.py)")
+    saved_argv = sys.argv
+    sys.argv = ["mgt train"] + list(argv)  # config_flags reads the --config.x overrides from sys.argv
     try:
-        flag_values(["mgt train"] + list(argv))
+        flag_values(sys.argv)
         flag_values.config  # noqa: B018 - forces the config file to load here
 
     except Exception as e:  # flag and config-file errors surface as various exception types
         raise ValueError(f"cannot load --config: {_one_line(e)}") from None
+    finally:
+        sys.argv = saved_argv
     if flag_values.config is None:
         raise ValueError("--config is required (e.g. --config configs/image/digits.py)")
     if not flag_values.workdir:

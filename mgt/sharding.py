@@ -96,6 +96,19 @@ def create_sharded(make_model: Callable[[], nnx.Module], mesh: Mesh, rules=LOGIC
     return nnx.merge(graphdef, init())
 
 
+def abstract_state_on_mesh(make_model: Callable[[], nnx.Module], mesh: Mesh, rules=LOGICAL_RULES):
+    """`(params, rest)`: the model's abstract state as `jax.ShapeDtypeStruct`s carrying their shardings
+    on `mesh` — a restore target that allocates nothing."""
+    abstract = abstract_model(make_model, rules)
+    _, params, rest = nnx.split(abstract, nnx.Param, ...)
+
+    def on_mesh(state):
+        shardings = state_shardings(state, mesh, rules)
+        return jax.tree.map(lambda x, s: jax.ShapeDtypeStruct(x.shape, x.dtype, sharding=s), state, shardings)
+
+    return on_mesh(params), on_mesh(rest)
+
+
 def shard_model(model: nnx.Module, mesh: Mesh, rules=LOGICAL_RULES) -> nnx.Module:
     """Move an existing model's state onto `mesh` by its logical axis rules (in place)."""
     state = nnx.state(model)

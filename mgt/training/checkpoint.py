@@ -34,7 +34,7 @@ class Checkpointer:
 
         options = ocp.CheckpointManagerOptions(max_to_keep=max_to_keep, create=True, enable_async_checkpointing=True)
         # Explicit handlers: a new process (a resumed run) can then read metadata before restoring.
-        handlers = {"state": ocp.StandardCheckpointHandler(), "meta": ocp.JsonCheckpointHandler(),
+        handlers = {"state": ocp.PyTreeCheckpointHandler(), "meta": ocp.JsonCheckpointHandler(),
                     "data": grain.checkpoint.CheckpointHandler()}
         self._manager = ocp.CheckpointManager(self.directory, options=options, item_handlers=handlers)
 
@@ -48,7 +48,7 @@ class Checkpointer:
         """Start an asynchronous save of `state` (a pytree of arrays) at `step`."""
         import grain
 
-        items = {"state": ocp.args.StandardSave(state), "meta": ocp.args.JsonSave(meta or {})}
+        items = {"state": ocp.args.PyTreeSave(state), "meta": ocp.args.JsonSave(meta or {})}
         if data_iterator is not None:
             items["data"] = grain.checkpoint.CheckpointSave(data_iterator)
         self._manager.save(int(step), args=ocp.args.Composite(**items), force=True)
@@ -57,9 +57,11 @@ class Checkpointer:
         step = self.latest_step() if step is None else step
         return self._manager.restore(step, args=ocp.args.Composite(meta=ocp.args.JsonRestore()))["meta"]
 
-    def restore(self, target_state, *, step: int | None = None, data_iterator=None):
+    def restore(self, target_state, *, step: int | None = None, data_iterator=None, partial: bool = False):
         """Restore into the structure, shapes and shardings of `target_state` (arrays or
         `jax.ShapeDtypeStruct`s). Restores the data iterator's position in place when given.
+        With `partial=True` the target may hold a subset of the saved tree (e.g. only the EMA
+        weights for sampling: no optimiser state is read or allocated).
 
         Raises:
           CheckpointMismatchError: listing every missing, unexpected or mis-shaped path.
@@ -67,14 +69,27 @@ class Checkpointer:
         import grain
 
         step = self.latest_step() if step is None else step
-        self.check_compatible(target_state, step)
+        self.check_compatible(target_state, step, partial=partial)
         abstract = jax.tree.map(_abstract, target_state)
-        items = {"state": ocp.args.StandardRestore(abstract)}
+        items = {"state": ocp.args.PyTreeRestore(abstract, restore_args=ocp.checkpoint_utils.construct_restore_args(abstract),
+                                                 partial_restore=partial)}
         if data_iterator is not None:
             items["data"] = grain.checkpoint.CheckpointRestore(data_iterator)
         return self._manager.restore(step, args=ocp.args.Composite(**items))["state"]
 
-    def check_compatible(self, target_state, step: int) -> None:
+    def read_arrays(self, step: int | None = None) -> list:
+        """The saved state's leaves as host numpy arrays, in tree order (for comparisons and tools)."""
+        import numpy as np
+
+        step = self.latest_step() if step is None else step
+        meta = self._manager.item_metadata(step)["state"]
+        tree = getattr(meta, "tree", meta)
+        restore_args = jax.tree.map(lambda _: ocp.RestoreArgs(restore_type=np.ndarray), tree)
+        out = self._manager.restore(step, args=ocp.args.Composite(
+            state=ocp.args.PyTreeRestore(restore_args=restore_args)))["state"]
+        return [np.asarray(x) for x in jax.tree.leaves(out)]
+
+    def check_compatible(self, target_state, step: int, *, partial: bool = False) -> None:
         saved = self._manager.item_metadata(step)["state"]
         saved_tree = getattr(saved, "tree", saved)
         saved_shapes = _shapes_by_path(saved_tree)
@@ -82,7 +97,7 @@ class Checkpointer:
         problems = []
         for path in sorted(set(wanted_shapes) - set(saved_shapes)):
             problems.append(f"  missing in checkpoint: {path} {wanted_shapes[path]}")
-        for path in sorted(set(saved_shapes) - set(wanted_shapes)):
+        for path in sorted(set(saved_shapes) - set(wanted_shapes)) if not partial else ():
             problems.append(f"  not in the model: {path} {saved_shapes[path]}")
         for path in sorted(set(saved_shapes) & set(wanted_shapes)):
             if tuple(saved_shapes[path]) != tuple(wanted_shapes[path]):

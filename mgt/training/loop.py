@@ -71,12 +71,18 @@ def run_stage(stage, *, workdir: str, config, meta: dict, quiet: bool = False):
     return state
 
 
-def latest_state(stage, workdir: str):
-    """The latest checkpointed state of `stage` (raises ValueError when there is none)."""
+def latest_state(stage, workdir: str, *, inference: bool = False):
+    """The latest checkpointed state of `stage` and its step (raises ValueError when there is none).
+
+    `inference=True` reads only what sampling needs (`stage.inference_target()`: EMA weights and
+    non-parameter state) — no optimiser state is allocated and nothing is compiled.
+    """
     ckpt = Checkpointer(os.path.join(workdir, stage.name, "checkpoints"))
     try:
         if ckpt.latest_step() is None:
             raise ValueError(f"no {stage.name} checkpoint in {workdir}; train it first (mgt train --stage {stage.name})")
+        if inference:
+            return ckpt.restore(stage.inference_target(), partial=True), ckpt.latest_step()
         return ckpt.restore(stage.init_state()), ckpt.latest_step()
     finally:
         ckpt.close()

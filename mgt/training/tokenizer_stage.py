@@ -67,6 +67,11 @@ class TokenizerStage:
                          lecam=tl.LecamEMA.create(float(self.config.tokenizer_train.get("lecam_ema_decay", 0.999))))
         return state
 
+    def inference_target(self):
+        """Restore target for sampling: EMA weights and non-parameter state only."""
+        params, rest = sharding.abstract_state_on_mesh(self.make_model, self.mesh)
+        return {"ema": params, "rest": rest}
+
     def model_from_state(self, state, *, ema: bool = True):
         return nnx.merge(self.graphdef, state["ema"] if ema else state["params"], state["rest"], copy=True)
 

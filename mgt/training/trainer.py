@@ -108,12 +108,12 @@ def train(config, workdir: str, *, stage: str = "all", quiet: bool = False) -> d
             tok_state, tok_step = out["tokenizer"], int(out["tokenizer"]["step"])
         if stage in ("transformer", "all"):
             if stage == "transformer":
-                tok_state, tok_step = latest_state(tok_stage, workdir)
+                tok_state, tok_step = latest_state(tok_stage, workdir, inference=True)
             tokenizer = tok_stage.model_from_state(tok_state)
             tr_stage = TransformerStage(config, task, mesh, workdir=workdir, tokenizer=tokenizer,
                                         tokenizer_step=tok_step, quiet=quiet)
             out["transformer"] = run_stage(tr_stage, workdir=workdir, config=config, meta=meta, quiet=quiet)
-            if jax.process_index() == 0 and tr_stage.objective == "maskgit":
+            if jax.process_index() == 0 and tr_stage.objective == "maskgit" and int(config.sample.per_class) > 0:
                 path = tr_stage.write_samples(out["transformer"], tr_stage.total_steps,
                                               path=os.path.join(workdir, "samples", "final.png"))
                 if not quiet and path:
@@ -128,10 +128,10 @@ def load_trained(workdir: str):
     mesh = make_mesh(config)
     with jax.set_mesh(mesh):
         tok_stage = TokenizerStage(config, task, mesh, workdir=workdir)
-        tok_state, tok_step = latest_state(tok_stage, workdir)
+        tok_state, tok_step = latest_state(tok_stage, workdir, inference=True)
         tokenizer = tok_stage.model_from_state(tok_state)
         tr_stage = TransformerStage(config, task, mesh, workdir=workdir, tokenizer=tokenizer, tokenizer_step=tok_step,
                                     quiet=True)
-        tr_state, _ = latest_state(tr_stage, workdir)
+        tr_state, _ = latest_state(tr_stage, workdir, inference=True)
         transformer = tr_stage.model_from_state(tr_state)
     return config, task, tokenizer, transformer

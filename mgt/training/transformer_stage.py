@@ -76,6 +76,11 @@ class TransformerStage:
         return {"params": params, "rest": rest, "opt": jax.jit(self.tx.init)(params),
                 "ema": jax.tree.map(jnp.copy, params), "step": jnp.zeros((), jnp.int32)}
 
+    def inference_target(self):
+        """Restore target for sampling: EMA weights and non-parameter state only."""
+        params, rest = sharding.abstract_state_on_mesh(self.make_model, self.mesh)
+        return {"ema": params, "rest": rest}
+
     def model_from_state(self, state, *, ema: bool = True):
         return nnx.merge(self.graphdef, state["ema"] if ema else state["params"], state["rest"], copy=True)
 
