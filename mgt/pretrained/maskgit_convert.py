@@ -28,6 +28,7 @@ import jax.numpy as jnp
 import numpy as np
 from flax import nnx, serialization
 
+from mgt.registry import flatten_dict, nest_dict
 from mgt.tokenizers.vqgan import VQGAN, VQGANConfig, from_official_tree, to_official_tree
 from mgt.tokenizers.vqgan import _official_map as _vqgan_official_map
 from mgt.transformer import MaskedTransformer, TransformerConfig
@@ -113,26 +114,7 @@ def _params(tree: Mapping) -> Mapping:
     return tree
 
 
-def flatten_tree(tree: Mapping, prefix: tuple = ()) -> dict[tuple[str, ...], Any]:
-    """Nested dict → `{('a', 'b', 'kernel'): leaf}` (keys as strings)."""
-    out = {}
-    for key, value in tree.items():
-        if isinstance(value, Mapping):
-            out.update(flatten_tree(value, prefix + (str(key),)))
-        else:
-            out[prefix + (str(key),)] = value
-    return out
-
-
-def nest_tree(flat: Mapping[tuple, Any]) -> dict:
-    """`{('a', 'b'): leaf}` → `{'a': {'b': leaf}}`."""
-    out: dict = {}
-    for path, value in flat.items():
-        node = out
-        for key in path[:-1]:
-            node = node.setdefault(key, {})
-        node[path[-1]] = value
-    return out
+flatten_tree, nest_tree = flatten_dict, nest_dict  # `{'a': {'b': x}}` ↔ `{('a', 'b'): x}`
 
 
 def check_tree(given: Mapping, expected: Mapping, what: str) -> None:

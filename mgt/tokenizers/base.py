@@ -20,6 +20,7 @@ from __future__ import annotations
 import importlib
 from typing import Any, Callable, Protocol, runtime_checkable
 
+from mgt.registry import Registry
 from mgt.tokens import TokenSpec
 
 
@@ -50,24 +51,17 @@ class TrainableTokenizer(Tokenizer, Protocol):
         """
 
 
-_REGISTRY: dict[str, Callable[..., Tokenizer]] = {}
+_REGISTRY = Registry("tokenizer")
 
 
 def register_tokenizer(name: str):
     """Decorator: make a tokenizer class or factory available to configs under `name`."""
-
-    def wrap(factory):
-        if name in _REGISTRY and _REGISTRY[name] is not factory:
-            raise ValueError(f"a tokenizer named {name!r} is already registered ({_REGISTRY[name]})")
-        _REGISTRY[name] = factory
-        return factory
-
-    return wrap
+    return _REGISTRY.register(name)
 
 
 def registered_tokenizers() -> list[str]:
     _import_builtin()
-    return sorted(_REGISTRY)
+    return _REGISTRY.names()
 
 
 def resolve_tokenizer(name: str) -> Callable[..., Tokenizer]:
@@ -75,7 +69,7 @@ def resolve_tokenizer(name: str) -> Callable[..., Tokenizer]:
     `"my_pkg.codecs.PatchTokenizer"`) → the class or factory."""
     _import_builtin()
     if name in _REGISTRY:
-        return _REGISTRY[name]
+        return _REGISTRY.get(name)
     if ":" in name or "." in name:
         module_name, _, attr = name.rpartition(":") if ":" in name else name.rpartition(".")
         try:
@@ -86,7 +80,7 @@ def resolve_tokenizer(name: str) -> Callable[..., Tokenizer]:
             raise ValueError(f"tokenizer {name!r}: module {module_name!r} has no attribute {attr!r}")
         return getattr(module, attr)
     raise ValueError(
-        f"unknown tokenizer {name!r}; expected one of {sorted(_REGISTRY)} or an import path 'module:Class'"
+        f"unknown tokenizer {name!r}; expected one of {_REGISTRY.names()} or an import path 'module:Class'"
     )
 
 

@@ -20,6 +20,7 @@ import jax.numpy as jnp
 import numpy as np
 from flax import nnx
 
+from mgt.registry import flatten_dict, nest_dict
 from mgt.tokenizers.base import register_tokenizer
 from mgt.tokenizers.quantizers import VectorQuantizer
 from mgt.tokenizers.vqgan_layers import Decoder, Encoder
@@ -256,24 +257,7 @@ def _official_map(flat: Mapping[tuple, Any]) -> dict[tuple, tuple]:
     return mapping
 
 
-def _nest(flat: Mapping[tuple, Any]) -> dict:
-    out: dict = {}
-    for path, value in flat.items():
-        node = out
-        for key in path[:-1]:
-            node = node.setdefault(key, {})
-        node[path[-1]] = value
-    return out
-
-
-def _flatten(tree: Mapping, prefix: tuple = ()) -> dict[tuple, Any]:
-    out = {}
-    for key, value in tree.items():
-        if isinstance(value, Mapping):
-            out.update(_flatten(value, prefix + (str(key),)))
-        else:
-            out[prefix + (str(key),)] = value
-    return out
+_nest, _flatten = nest_dict, flatten_dict
 
 
 def to_official_tree(model_or_state) -> dict:

@@ -13,41 +13,32 @@ from __future__ import annotations
 
 import logging
 import os
-from typing import Callable
 
 import numpy as np
 from PIL import Image, ImageOps
 
 from mgt.modalities.image import preprocess
+from mgt.registry import Registry
 
 log = logging.getLogger(__name__)
 
 IMAGE_EXTENSIONS = (".png", ".jpg", ".jpeg", ".webp")
 
-_SOURCES: dict[str, Callable] = {}
+_SOURCES = Registry("image source")
 
 
 def register_source(name: str):
     """Decorator: make a source class or factory available to `make_source(name, ...)`."""
-
-    def wrap(factory):
-        if name in _SOURCES and _SOURCES[name] is not factory:
-            raise ValueError(f"an image source named {name!r} is already registered ({_SOURCES[name]})")
-        _SOURCES[name] = factory
-        return factory
-
-    return wrap
+    return _SOURCES.register(name)
 
 
 def registered_sources() -> list[str]:
-    return sorted(_SOURCES)
+    return _SOURCES.names()
 
 
 def make_source(name: str, **kwargs):
     """Build the source registered as `name` ("digits", "folder", "arrays", ...) with `kwargs`."""
-    if name not in _SOURCES:
-        raise ValueError(f"unknown image source {name!r}; expected one of {registered_sources()}")
-    return _SOURCES[name](**kwargs)
+    return _SOURCES.get(name)(**kwargs)
 
 
 def _record(image: np.ndarray, label: int) -> dict:
