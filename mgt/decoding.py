@@ -89,6 +89,9 @@ def decode(
 
     Args:
       logits_fn: `logits_fn(tokens) -> logits` float `[B, ..., V]` for int32 tokens `[B, ...]`.
+        A plain function is compiled as a constant (arrays it closes over become part of the
+        program); a pytree callable such as `mgt.sampling.model_logits_fn(model, labels=...)` is
+        passed as an argument, so large weights are never baked in and new weights reuse the code.
         With `guidance_scale != 0` it is called as `logits_fn(tokens, drop_condition)` on a batch of
         2B (the conditional half first), `drop_condition` bool `[2B]` telling which rows must use the
         null condition; both passes run as one batched forward.
@@ -134,11 +137,20 @@ def decode(
     keys = example_keys(rng, tokens.shape[0])
     vocab = _vocab_size(logits_fn, tokens, opts)
     check_token_values(tokens, vocab, opts.mask_id, "tokens")
-    return _decode_jit(logits_fn, jnp.asarray(tokens, jnp.int32), keys, opts)
+    tokens = jnp.asarray(tokens, jnp.int32)
+    if jax.tree.leaves(logits_fn) != [logits_fn]:
+        # a pytree callable (e.g. mgt.sampling.ModelLogits): its arrays are arguments, not constants
+        return _decode_jit_pytree(logits_fn, tokens, keys, opts)
+    return _decode_jit(logits_fn, tokens, keys, opts)
 
 
 @functools.partial(jax.jit, static_argnums=(0, 3))
 def _decode_jit(logits_fn, tokens, keys, opts):
+    return decode_loop(logits_fn, tokens, keys, opts)
+
+
+@functools.partial(jax.jit, static_argnums=(3,))
+def _decode_jit_pytree(logits_fn, tokens, keys, opts):
     return decode_loop(logits_fn, tokens, keys, opts)
 
 

@@ -12,32 +12,47 @@ import functools
 import jax
 import jax.numpy as jnp
 import numpy as np
-from flax import nnx
+from typing import Any
+
+from flax import nnx, struct
 
 from mgt.decoding import DecodeOptions, _normalise_stages, _validate, decode_loop, example_keys
 
 
-def model_logits_fn(model, *, labels=None, context=None, context_mask=None):
-    """The decoding engine's `logits_fn` for `model` with a fixed condition.
+@struct.dataclass
+class ModelLogits:
+    """The decoding engine's `logits_fn` for an nnx model with a fixed condition, as a pytree.
 
-    Returns `fn(tokens, drop_condition=None) -> logits`; called with a doubled batch and
-    `drop_condition` (classifier-free guidance) the condition is tiled to match.
+    Being a pytree (the model's weights and the condition are its leaves, the graph definition is
+    static), it is passed to compiled functions as an argument: `mgt.decoding.decode` never bakes the
+    weights into the compiled program as constants, and new weights reuse the compiled code.
+    Called with a doubled batch and `drop_condition` (classifier-free guidance) the condition is
+    tiled to match.
     """
 
-    # Re-merge the module inside every call: NNX modules must not cross JAX trace levels, and the
-    # decoding loop calls this from inside its own lax.scan.
-    graphdef, state = nnx.split(model)
+    graphdef: Any = struct.field(pytree_node=False)
+    state: Any
+    labels: Any = None
+    context: Any = None
+    context_mask: Any = None
 
-    def fn(tokens, drop_condition=None):
-        model = nnx.merge(graphdef, state, copy=True)
-        lab, ctx, cmask = labels, context, context_mask
+    def __call__(self, tokens, drop_condition=None):
+        # Merge inside every call: NNX modules must not cross JAX trace levels, and the decoding
+        # loop calls this from inside its own lax.scan.
+        model = nnx.merge(self.graphdef, self.state, copy=True)
+        lab, ctx, cmask = self.labels, self.context, self.context_mask
         if drop_condition is not None:
             reps = tokens.shape[0] // (lab.shape[0] if lab is not None else ctx.shape[0])
             tile = lambda x: None if x is None else jnp.concatenate([x] * reps, 0)
             lab, ctx, cmask = tile(lab), tile(ctx), tile(cmask)
         return model(tokens, labels=lab, context=ctx, context_mask=cmask, drop_condition=drop_condition)
 
-    return fn
+
+def model_logits_fn(model, *, labels=None, context=None, context_mask=None) -> ModelLogits:
+    """`ModelLogits` for `model`: `fn(tokens, drop_condition=None) -> logits [B, ..., V]`."""
+    graphdef, state = nnx.split(model)
+    labels = None if labels is None else jnp.asarray(labels, jnp.int32)
+    return ModelLogits(graphdef, state, labels, context, context_mask)
 
 
 def sample(model, rng, *, batch_size: int | None = None, labels=None, context=None, context_mask=None,

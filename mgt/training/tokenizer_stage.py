@@ -35,12 +35,11 @@ class TokenizerStage:
         batch = int(tc.batch_size)
         if batch % mesh.size:
             raise ValueError(f"config.tokenizer_train.batch_size={batch} must be divisible by the {mesh.size} devices")
-        self._model_template = make_tokenizer(config)
-        self.graphdef = nnx.graphdef(self._model_template)
+        self.graphdef = nnx.graphdef(sharding.abstract_model(self.make_model))
         if self.adversarial:
-            self._disc_template = self._make_discriminator()
-            self.disc_graphdef = nnx.graphdef(self._disc_template)
-        self.train_step = jax.jit(self._train_step)
+            self.disc_graphdef = nnx.graphdef(sharding.abstract_model(self._make_discriminator))
+        # the old state is donated: peak memory holds one copy of weights, optimiser state and EMA
+        self.train_step = jax.jit(self._train_step, donate_argnums=0)
 
     def _make_discriminator(self):
         tc = self.config.tokenizer_train

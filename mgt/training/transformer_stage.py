@@ -61,7 +61,8 @@ class TransformerStage:
             if tc[name] not in choices:
                 raise ValueError(f"config.transformer_train.{name}={tc[name]!r}; expected one of {tuple(choices)}")
         self.graphdef = nnx.graphdef(sharding.abstract_model(self.make_model))
-        self.train_step = jax.jit(self._train_step)
+        # the old state is donated: peak memory holds one copy of weights, optimiser state and EMA
+        self.train_step = jax.jit(self._train_step, donate_argnums=0)
 
     def make_model(self):
         if self.objective == "ar":
