@@ -27,7 +27,7 @@ class PatchTokenizer:
     num_levels, patch = 1, 4
 
     def __init__(self, images, codebook_size=64, iterations=10, seed=0):
-        patches = self._patches(images).reshape(-1, self.patch * self.patch)
+        patches = np.asarray(self._patches(images)).reshape(-1, self.patch * self.patch)
         rng = np.random.default_rng(seed)
         centroids = patches[rng.choice(len(patches), codebook_size, replace=False)]
         for _ in range(iterations):  # plain k-means
@@ -58,11 +58,11 @@ class PatchTokenizer:
                              codebook_size=self.codebook_size)
 
 
-def main():
+def main(argv=None):
     parser = argparse.ArgumentParser()
     parser.add_argument("--steps", type=int, default=300)
     parser.add_argument("--out", default="custom_digits.png")
-    args = parser.parse_args()
+    args = parser.parse_args(argv)
 
     data = DigitsSource(image_size=16, split="train")
     images, labels = data.images.astype(np.float32) / 255.0, data.labels
