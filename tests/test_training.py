@@ -206,3 +206,20 @@ def test_same_losses_on_1_and_8_devices(straight_run, tmp_path):
     for ra, rb in zip(a, b):
         assert ra["stage"] == rb["stage"] and ra["step"] == rb["step"]
         assert rb["loss"] == pytest.approx(ra["loss"], rel=1e-4, abs=1e-5)
+
+
+def test_ar_objective_trains_with_the_same_trainer(workdir, tmp_path):
+    """`--config.model.objective=ar`: the autoregressive baseline on the same modules and trainer."""
+    from mgt.training import train
+
+    copy = str(tmp_path / "ar")
+    shutil.copytree(workdir, copy)
+    shutil.rmtree(os.path.join(copy, "transformer"))
+    os.remove(os.path.join(copy, "config.json"))
+    c = _load_config()
+    c.model.objective = "ar"
+    c.transformer_train.steps = 3
+    state = train(c, copy, stage="transformer", quiet=True)["transformer"]
+    assert int(state["step"]) == 3
+    losses = [r["loss"] for r in _records(copy) if r["stage"] == "transformer"]
+    assert losses and all(np.isfinite(losses))

@@ -88,7 +88,8 @@ class TokenizerStage:
     def data_iterator(self):
         source = self.task.source("train")
         self.task.check_source(source)
-        return iter(self.task.pipeline(source, batch_size=int(self.train_cfg.batch_size), train=True,
+        # each process reads its own shard of the data and its slice of the global batch
+        return iter(self.task.pipeline(source, batch_size=int(self.train_cfg.batch_size) // jax.process_count(), train=True,
                                        seed=int(self.config.seed)))
 
     def batch_to_device(self, batch):

@@ -154,7 +154,9 @@ class TransformerStage:
 
             def loss_fn(params):
                 model = nnx.merge(self.graphdef, params, state["rest"], copy=True)
-                loss = ar_loss(model, tokens, labels if conditional else None)
+                loss = ar_loss(model, tokens, labels if conditional else None, drop_condition=drop,
+                               deterministic=False, dropout_rng=k_dropout,
+                               label_smoothing=float(tc.label_smoothing))
                 return loss, (jnp.zeros(()), nnx.state(model, nnx.Not(nnx.Param)))
         else:
             mask, loss_mask = masking.make_training_mask(k_mask, cfg.spec, b, structure=tc.mask_structure,
