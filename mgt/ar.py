@@ -31,12 +31,10 @@ import jax.numpy as jnp
 import numpy as np
 from flax import nnx
 
-from mgt.blocks import BLOCK_STYLES
 from mgt.decoding import _filter_logits, example_keys
-from mgt.layers import TRUNC_NORMAL, ZEROS, Dense, LayerNorm, RMSNorm, dropout, make_param
+from mgt.layers import dropout
 from mgt.masking import masked_cross_entropy
-from mgt.tokens import TokenSpec
-from mgt.transformer import TransformerConfig
+from mgt.transformer import MaskedTransformer, TransformerConfig
 
 __all__ = ["ARTransformer", "KVCache", "ar_loss", "ar_sample", "ar_decode_loop"]
 
@@ -49,7 +47,7 @@ class KVCache(NamedTuple):
     values: jax.Array
 
 
-class ARTransformer(nnx.Module):
+class ARTransformer(MaskedTransformer):
     """A causal Transformer over a raster-ordered token grid; see the module docstring.
 
     Args:
@@ -57,7 +55,13 @@ class ARTransformer(nnx.Module):
         conditioning). `dropout_rate` / `attention_dropout_rate` apply when called with
         `deterministic=False`.
       rngs: parameter initialisation keys.
+
+    The parameters and modules are `MaskedTransformer`'s; attention is causal and the prefix (class
+    or BOS token) takes the place of t_{-1}, so the sequence has one position per cell.
     """
+
+    causal_attention = True
+    prefix_positions = False
 
     def __init__(self, config: TransformerConfig, *, rngs: nnx.Rngs):
         if not isinstance(config, TransformerConfig):
@@ -65,44 +69,9 @@ class ARTransformer(nnx.Module):
         if config.num_levels != 1:
             raise ValueError(f"ARTransformer supports num_levels=1 only (one code per cell), got "
                              f"num_levels={config.num_levels}; multi-level autoregression is not implemented")
-        self.config = cfg = config
-        spec = cfg.spec
-        d = cfg.hidden_dim
-        n = spec.num_cells
-        self.word_embeddings = make_param(rngs, TRUNC_NORMAL, (1, spec.vocab_size, d), ("levels", "vocab", "embed"))
-        if cfg.position_embedding == "learned":
-            self.position_embeddings = make_param(rngs, TRUNC_NORMAL, (n, d), ("pos", "embed"))
-        else:
-            self.axis_embeddings = nnx.List(
-                [make_param(rngs, TRUNC_NORMAL, (g, d), ("pos", "embed")) for g in cfg.grid])
-        self.embeddings_ln = LayerNorm(d, epsilon=cfg.norm_epsilon, rngs=rngs) if cfg.block_style == "maskgit" else None
-        if cfg.conditioning == "adaln":
-            self.class_embeddings = make_param(rngs, TRUNC_NORMAL, (cfg.num_classes + 1, d), ("vocab", "embed"))
-        if cfg.conditioning == "cross_attention":
-            self.null_context = make_param(rngs, TRUNC_NORMAL, (1, cfg.context_dim), (None, "context"))
-
-        block_cls = BLOCK_STYLES[cfg.block_style]
-
-        @nnx.split_rngs(splits=cfg.num_layers)
-        @nnx.vmap(in_axes=(0,), out_axes=0, transform_metadata={nnx.PARTITION_NAME: "layers"})
-        def make_blocks(rngs):
-            return block_cls(cfg, rngs=rngs)
-
-        self.blocks = make_blocks(rngs)
-
-        if cfg.block_style == "maskgit":
-            self.mlm_dense = Dense(d, d, names=("embed", "mlp"), dtype=cfg.compute_dtype, rngs=rngs)
-            self.mlm_ln = LayerNorm(d, epsilon=cfg.norm_epsilon, rngs=rngs)
-            self.mlm_bias = make_param(rngs, ZEROS, (1, spec.vocab_size), ("levels", "vocab"))
-        else:
-            self.final_norm = RMSNorm(d, epsilon=cfg.norm_epsilon, rngs=rngs)
-            self.output_kernel = make_param(rngs, TRUNC_NORMAL, (1, d, cfg.codebook_size), ("levels", "embed", "vocab"))
+        super().__init__(config, rngs=rngs)
 
     # ------------------------------------------------------------------------------------------
-    @property
-    def spec(self) -> TokenSpec:
-        return self.config.spec
-
     @property
     def seq_len(self) -> int:
         """N = prod(grid): the causal sequence has one position per cell (the prefix replaces t_{-1})."""
@@ -225,18 +194,6 @@ class ARTransformer(nnx.Module):
         x = jnp.take(self.word_embeddings[0], inputs, axis=0) + positions[None].astype(jnp.float32)
         return self.embeddings_ln(x) if self.embeddings_ln is not None else x
 
-    def _positions(self):
-        """`[N, D]`: the position embedding of every cell, raster order."""
-        cfg = self.config
-        if cfg.position_embedding == "learned":
-            return self.position_embeddings[...]
-        pos = 0.0
-        for axis, table in enumerate(self.axis_embeddings):
-            shape = [1] * len(cfg.grid) + [cfg.hidden_dim]
-            shape[axis] = cfg.grid[axis]
-            pos = pos + table[...].reshape(shape)
-        return jnp.broadcast_to(pos, cfg.grid + (cfg.hidden_dim,)).reshape(self.seq_len, cfg.hidden_dim)
-
     def _position_row(self, position):
         """`[D]`: the position embedding of cell `position` (int32 scalar, may be traced)."""
         cfg = self.config
@@ -248,74 +205,18 @@ class ARTransformer(nnx.Module):
 
     def _prefix_ids(self, b, labels, drop_condition):
         """int32 `[B]`: the class token (class_token conditioning) or the BOS id."""
-        cfg, spec = self.config, self.config.spec
-        if cfg.conditioning != "class_token":
+        if self.config.conditioning != "class_token":
             return jnp.full((b,), self.bos_id, jnp.int32)
-        if labels is None:
-            raise ValueError("this model is class-conditional (conditioning='class_token'): pass labels int32 [B]")
-        ids = spec.class_offset + jnp.asarray(labels, jnp.int32).reshape(b)
-        if drop_condition is not None:
-            if not spec.null_class:
-                raise ValueError("drop_condition needs a model built with null_condition=True")
-            ids = jnp.where(drop_condition, spec.null_class_id, ids)
-        return ids
+        return self._class_ids(b, labels, drop_condition)
 
     def _cond_vector(self, b, labels, drop_condition):
-        cfg = self.config
-        if cfg.conditioning != "adaln":
+        if self.config.conditioning != "adaln":
             return None
-        if labels is None:
-            raise ValueError("this model is class-conditional (conditioning='adaln'): pass labels int32 [B]")
-        ids = jnp.asarray(labels, jnp.int32).reshape(b)
-        if drop_condition is not None:
-            if not cfg.null_condition:
-                raise ValueError("drop_condition needs a model built with null_condition=True")
-            ids = jnp.where(drop_condition, cfg.num_classes, ids)
-        return jnp.take(self.class_embeddings[...], ids, axis=0)
-
-    def _context(self, b, context, context_mask, drop_condition):
-        cfg = self.config
-        if cfg.conditioning != "cross_attention":
-            return None, None
-        if context is None:
-            raise ValueError(f"this model uses cross-attention: pass context float [B, S, {cfg.context_dim}]")
-        if context.shape[-1] != cfg.context_dim:
-            raise ValueError(f"context has width {context.shape[-1]}; expected context_dim={cfg.context_dim}")
-        s = context.shape[1]
-        if context_mask is None:
-            context_mask = jnp.ones((b, s), bool)
-        if drop_condition is not None:
-            if not cfg.null_condition:
-                raise ValueError("drop_condition needs a model built with null_condition=True")
-            null = jnp.broadcast_to(self.null_context[...].astype(context.dtype), (b, s, cfg.context_dim))
-            context = jnp.where(drop_condition[:, None, None], null, context)
-            context_mask = jnp.where(drop_condition[:, None], jnp.arange(s)[None, :] == 0, context_mask)
-        return context, context_mask
-
-    def _run_blocks(self, x, keys, cond, context, context_mask, deterministic):
-        def body(block, x, key, cond, context, context_mask):
-            return block(x, key, cond, context, context_mask, deterministic, causal=True)
-
-        if self.config.remat:
-            body = nnx.remat(body, prevent_cse=False)
-
-        @nnx.scan(in_axes=(0, nnx.Carry, 0, None, None, None), out_axes=nnx.Carry)
-        def run(block, x, key, cond, context, context_mask):
-            return body(block, x, key, cond, context, context_mask)
-
-        return run(self.blocks, x, keys, cond, context, context_mask)
+        return jnp.take(self.class_embeddings[...], self._adaln_ids(b, labels, drop_condition), axis=0)
 
     def _head(self, x):
         """`[B, T, D]` → float32 logits `[B, T, V]` over the codes only."""
-        cfg = self.config
-        v = cfg.codebook_size
-        if cfg.block_style == "maskgit":
-            h = jax.nn.gelu(self.mlm_dense(x), approximate=True)
-            h = self.mlm_ln(h).astype(jnp.float32)
-            return jnp.einsum("btd,vd->btv", h, self.word_embeddings[0, :v]) + self.mlm_bias[0, :v]
-        h = self.final_norm(x).astype(cfg.compute_dtype)
-        out = jnp.einsum("btd,dv->btv", h, self.output_kernel[0].astype(cfg.compute_dtype))
-        return out.astype(jnp.float32)
+        return super()._head(x)[:, :, 0, : self.config.codebook_size]
 
 
 # ----------------------------------------------------------------------------------------------

@@ -118,20 +118,29 @@ def _check_choice(name, value, choices):
 
 
 class MaskedTransformer(nnx.Module):
-    """Bidirectional Transformer over a token grid; see the module docstring."""
+    """Bidirectional Transformer over a token grid; see the module docstring.
+
+    `mgt.ar.ARTransformer` subclasses it: the same parameters and modules, run causally.
+    """
+
+    # Attention is bidirectional; the prefix (class token) has its own position row(s).
+    causal_attention = False
+    prefix_positions = True
 
     def __init__(self, config: TransformerConfig, *, rngs: nnx.Rngs):
         self.config = cfg = config
         spec = cfg.spec
         d, k = cfg.hidden_dim, cfg.num_levels
         self.word_embeddings = make_param(rngs, TRUNC_NORMAL, (k, spec.vocab_size, d), ("levels", "vocab", "embed"))
+        prefix_rows = cfg.num_prefix if self.prefix_positions else 0
         if cfg.position_embedding == "learned":
-            self.position_embeddings = make_param(rngs, TRUNC_NORMAL, (cfg.seq_len, d), ("pos", "embed"))
+            self.position_embeddings = make_param(rngs, TRUNC_NORMAL, (prefix_rows + spec.num_cells, d),
+                                                  ("pos", "embed"))
         else:
             self.axis_embeddings = nnx.List(
                 [make_param(rngs, TRUNC_NORMAL, (g, d), ("pos", "embed")) for g in cfg.grid])
-            self.prefix_embeddings = (make_param(rngs, TRUNC_NORMAL, (cfg.num_prefix, d), ("pos", "embed"))
-                                      if cfg.num_prefix else None)
+            self.prefix_embeddings = (make_param(rngs, TRUNC_NORMAL, (prefix_rows, d), ("pos", "embed"))
+                                      if prefix_rows else None)
         self.embeddings_ln = LayerNorm(d, epsilon=cfg.norm_epsilon, rngs=rngs) if cfg.block_style == "maskgit" else None
         if cfg.conditioning == "adaln":
             self.class_embeddings = make_param(rngs, TRUNC_NORMAL, (cfg.num_classes + 1, d), ("vocab", "embed"))
@@ -194,7 +203,6 @@ class MaskedTransformer(nnx.Module):
         head (codes, classes, mask — as the official model) and V for the modern head.
         """
         cfg = self.config
-        spec = cfg.spec
         b, n, k = seq.shape
         dtype = cfg.compute_dtype
         table = self.word_embeddings[...]  # [K, vocab, D]
@@ -222,8 +230,10 @@ class MaskedTransformer(nnx.Module):
 
     # ------------------------------------------------------------------------------------------
     def _run_blocks(self, x, keys, cond, context, context_mask, deterministic):
+        causal = self.causal_attention
+
         def body(block, x, key, cond, context, context_mask):
-            return block(x, key, cond, context, context_mask, deterministic)
+            return block(x, key, cond, context, context_mask, deterministic, causal=causal)
 
         if self.config.remat:
             body = nnx.remat(body, prevent_cse=False)
@@ -244,8 +254,10 @@ class MaskedTransformer(nnx.Module):
         h = self.final_norm(x)
         return jnp.einsum("bnd,kdv->bnkv", h.astype(cfg.compute_dtype), self.output_kernel[...].astype(cfg.compute_dtype))
 
-    def _positions(self, n):
+    def _positions(self, n=None):
+        """`[rows, D]`: the prefix's position rows (if any), then every cell's, raster order."""
         cfg = self.config
+        n = math.prod(cfg.grid)
         if cfg.position_embedding == "learned":
             return self.position_embeddings[...]
         grid = cfg.grid
@@ -283,6 +295,8 @@ class MaskedTransformer(nnx.Module):
 
     def _context(self, b, context, context_mask, drop_condition):
         cfg = self.config
+        if cfg.conditioning != "cross_attention":
+            return None, None
         if context is None:
             raise ValueError(f"this model uses cross-attention: pass context float [B, S, {cfg.context_dim}]")
         if context.shape[-1] != cfg.context_dim:
