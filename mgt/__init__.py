@@ -6,6 +6,7 @@ knows nothing of pixels, frames or samples; tokenizers (`mgt.tokenizers`) and mo
 """
 
 from mgt import decoding, masking, schedules, sharding
+from mgt.ar import ARTransformer, ar_loss, ar_sample
 from mgt.decoding import decode, decode_loop
 from mgt.masking import make_training_mask, masked_cross_entropy
 from mgt.pipeline import GenerationPipeline
@@ -16,10 +17,13 @@ from mgt.transformer import MaskedTransformer, TransformerConfig
 
 __version__ = "0.1.0"
 __all__ = [
+    "ARTransformer",
     "GenerationPipeline",
     "MaskedTransformer",
     "TokenSpec",
     "TransformerConfig",
+    "ar_loss",
+    "ar_sample",
     "decode",
     "decode_loop",
     "decoding",

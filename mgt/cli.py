@@ -72,8 +72,13 @@ def _train(argv) -> int:
     flags.DEFINE_bool("quiet", False, "no progress output", flag_values=flag_values)
     if any(a in ("-h", "--help") for a in argv):
         print("usage: mgt train --config FILE[:variant] --workdir DIR [--stage tokenizer|transformer|all] "
-              "[--config.KEY=VALUE ...]\n")
-        print(flag_values.main_module_help() if hasattr(flag_values, "main_module_help") else "")
+              "[--config.KEY=VALUE ...]\n\n"
+              "  --config     experiment config file, e.g. configs/image/digits.py (variants after ':', e.g. :tiny)\n"
+              "  --workdir    checkpoints, metrics.jsonl, TensorBoard events and sample grids; started again\n"
+              "               with the same command, a run continues from its last checkpoint\n"
+              "  --stage      tokenizer, transformer or all (default: all)\n"
+              "  --quiet      no progress output\n"
+              "  --config.KEY=VALUE  override any config field, e.g. --config.model.num_layers=6")
         return 0
     for i, a in enumerate(argv):  # the config file is loaded lazily by config_flags: check it first
         value = a.split("=", 1)[1] if a.startswith("--config=") else (argv[i + 1] if a == "--config" and i + 1 < len(argv) else None)

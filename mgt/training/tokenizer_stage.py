@@ -114,11 +114,15 @@ class TokenizerStage:
                 disc = nnx.merge(self.disc_graphdef, state["disc_params"], copy=True)
                 losses["adversarial"] = adv_scale * tl.generator_loss(disc(recon))
             total = sum(losses.values())
-            return total, (recon, losses, metrics, nnx.state(model, nnx.Not(nnx.Param)))
+            # The quantizer may overwrite parameters in its forward pass (k-means initialisation,
+            # dead-code revival): those values, not the inputs, are what the update applies to.
+            forward_params = jax.lax.stop_gradient(nnx.state(model, nnx.Param))
+            return total, (recon, losses, metrics, nnx.state(model, nnx.Not(nnx.Param)), forward_params)
 
-        (loss, (recon, losses, metrics, rest)), grads = jax.value_and_grad(generator_loss, has_aux=True)(state["params"])
+        (loss, (recon, losses, metrics, rest, forward_params)), grads = jax.value_and_grad(
+            generator_loss, has_aux=True)(state["params"])
         updates, opt = self.tx.update(grads, state["opt"], state["params"])
-        params = optax.apply_updates(state["params"], updates)
+        params = optax.apply_updates(forward_params, updates)
         new = dict(state, params=params, rest=rest, opt=opt, step=step + 1,
                    ema=ema_update(state["ema"], params, float(tc.ema_decay)))
         out = {"loss": loss, "grad_norm": optax.global_norm(grads), **losses, **metrics}
