@@ -230,19 +230,24 @@ class MaskedTransformer(nnx.Module):
 
     # ------------------------------------------------------------------------------------------
     def _run_blocks(self, x, keys, cond, context, context_mask, deterministic):
+        """Scan the stacked blocks over their leading (layer) axis.
+
+        A plain `lax.scan` over the blocks' split state rather than `nnx.scan`: the model can then be
+        called inside any JAX transformation even when it was built outside it (e.g. a `lambda` that
+        closes over the model and is passed to `decode`).
+        """
+        graphdef, stacked = nnx.split(self.blocks)
         causal = self.causal_attention
 
-        def body(block, x, key, cond, context, context_mask):
-            return block(x, key, cond, context, context_mask, deterministic, causal=causal)
+        def body(x, layer):
+            layer_state, key = layer
+            block = nnx.merge(graphdef, layer_state, copy=True)
+            return block(x, key, cond, context, context_mask, deterministic, causal=causal), None
 
         if self.config.remat:
-            body = nnx.remat(body, prevent_cse=False)
-
-        @nnx.scan(in_axes=(0, nnx.Carry, 0, None, None, None), out_axes=nnx.Carry)
-        def run(block, x, key, cond, context, context_mask):
-            return body(block, x, key, cond, context, context_mask)
-
-        return run(self.blocks, x, keys, cond, context, context_mask)
+            body = jax.checkpoint(body, prevent_cse=False)
+        x, _ = jax.lax.scan(body, x, (stacked, keys))
+        return x
 
     def _head(self, x):
         cfg = self.config
