@@ -136,3 +136,14 @@ def test_sharded_forward_on_8_devices_equals_single_device():
     assert res.returncode == 0, res.stderr[-3000:]
     diff = float(res.stdout.split("MAXDIFF")[1])
     assert diff < 1e-5
+
+
+def test_model_called_from_a_plain_lambda_inside_decode(conditional_model):
+    """A user's `lambda t: model(t, labels=...)` works in the decoding engine (model built outside jit)."""
+    from mgt.decoding import decode
+
+    model = conditional_model
+    labels = np.array([1, 2])
+    out = decode(lambda t: model(t, labels=labels), model.spec.masked(2), jax.random.key(0),
+                 mask_id=model.spec.mask_id, num_steps=3)
+    assert out.shape == (2, 4, 4) and int(out.max()) < 16
