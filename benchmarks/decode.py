@@ -27,9 +27,7 @@ from __future__ import annotations
 
 import argparse
 import functools
-import json
 import math
-import os
 import statistics
 import sys
 import time
@@ -44,6 +42,7 @@ from mgt.decoding import DecodeOptions, decode_loop
 from mgt.sampling import model_logits_fn, sample
 from mgt.tokenizers.vqgan import VQGAN, VQGANConfig
 from mgt.transformer import MaskedTransformer, TransformerConfig
+from mgt.benchmarking import device_name, write_records
 
 METHODS = ("maskgit", "ar", "vqgan", "generation")
 MODELS = ("tiny", "imagenet")
@@ -111,13 +110,6 @@ def parse_args(argv=None) -> argparse.Namespace:
 
 
 # ----------------------------------------------------------------------------------------------
-def device_name() -> str:
-    d = jax.devices()[0]
-    if d.platform == "cpu":
-        return f"cpu ({os.cpu_count()} cores)"
-    return f"{d.platform}: {d.device_kind}"
-
-
 def transformer_config(model: str, side: int, dtype: str) -> TransformerConfig:
     if model == "imagenet":
         return TransformerConfig.maskgit_imagenet(16 * side, dtype=dtype)
@@ -253,10 +245,7 @@ def main(argv=None) -> list[dict]:
         del maskgit, ar
 
     print_ratios(records)
-    if args.json:
-        with open(args.json, "w") as f:
-            json.dump(records, f, indent=1)
-        print(f"wrote {len(records)} records to {args.json}")
+    write_records(args.json, records)
     return records
 
 

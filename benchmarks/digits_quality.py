@@ -13,7 +13,6 @@ trained workdir; the share it labels with the class they were generated for is t
 from __future__ import annotations
 
 import argparse
-import json
 import time
 
 
@@ -54,6 +53,7 @@ def main(argv=None):
     import jax
     import numpy as np
 
+    from mgt.benchmarking import write_records
     from mgt.pipeline import GenerationPipeline
     from mgt.training.trainer import load_trained
 
@@ -80,9 +80,7 @@ def main(argv=None):
     print(f"{'classifier accuracy on held-out real digits':<48} {real_acc:>8.3f}")
     print(f"{'samples labelled with their class':<48} {sample_acc:>8.3f}   (target >= 0.90)")
     print("per class: " + " ".join(f"{c}:{a:.2f}" for c, a in per_class.items()))
-    if args.json:
-        with open(args.json, "w") as f:
-            json.dump(record, f, indent=2)
+    write_records(args.json, record)
     return record
 
 

@@ -30,14 +30,14 @@ from __future__ import annotations
 
 import argparse
 import importlib.util
-import json
 import math
 import os
 import pathlib
-import statistics
 import sys
 import tempfile
 import time
+
+from mgt.benchmarking import device_name, time_call, write_records
 
 PARTS = ("quality", "throughput")
 ROOT = pathlib.Path(__file__).resolve().parents[1]
@@ -89,33 +89,6 @@ def parse_args(argv=None) -> argparse.Namespace:
     if args.image_size < factor or args.image_size % factor:
         p.error(f"--image-size={args.image_size}; expected a multiple of the VQGAN's factor {factor}")
     return args
-
-
-def device_name() -> str:
-    import jax
-
-    d = jax.devices()[0]
-    if d.platform == "cpu":
-        return f"cpu ({os.cpu_count()} cores)"
-    return f"{d.platform}: {d.device_kind}"
-
-
-def time_call(jitted, args: tuple, repeats: int) -> dict:
-    """Compile `jitted` for `args` ahead of time, then call it once and `repeats` more times.
-
-    Returns {"compile": lower + compile seconds, "first": seconds of the first call of the compiled
-    function, "run": median seconds of the repeats}; every call is ended by `block_until_ready`."""
-    import jax
-
-    start = time.perf_counter()
-    compiled = jitted.lower(*args).compile()
-    compile_seconds = time.perf_counter() - start
-    times = []
-    for _ in range(repeats + 1):
-        start = time.perf_counter()
-        jax.block_until_ready(compiled(*args))
-        times.append(time.perf_counter() - start)
-    return {"compile": compile_seconds, "first": times[0], "run": statistics.median(times[1:])}
 
 
 # ---- quality ---------------------------------------------------------------------------------------
@@ -314,10 +287,7 @@ def main(argv=None) -> list[dict]:
         value = r["value"]
         text = f"{value:.4g}" if isinstance(value, float) and math.isfinite(value) else str(value)
         print(f"  {r['benchmark']:<22} {r['metric']:<28} {text:>12} {r['unit']:<20} {r['dtype']:<9} {r['batch']:>5}")
-    if args.json:
-        with open(args.json, "w") as f:
-            json.dump(records, f, indent=1)
-        print(f"wrote {len(records)} records to {args.json}")
+    write_records(args.json, records)
     return records
 
 

@@ -40,10 +40,9 @@ from __future__ import annotations
 
 import argparse
 import contextlib
-import json
-import os
 import sys
 import time
+from mgt.benchmarking import device_name, write_records
 
 STAGES = ("transformer", "tokenizer")
 
@@ -124,15 +123,6 @@ def parse_args(argv=None) -> argparse.Namespace:
 
 
 # ---- device and peak ---------------------------------------------------------------------------
-def device_name() -> str:
-    import jax
-
-    d = jax.devices()[0]
-    if d.platform == "cpu":
-        return f"cpu ({os.cpu_count()} cores)"
-    return f"{d.platform}: {d.device_kind}"
-
-
 def peak_flops(dtype: str, override: float | None = None, device_kind: str | None = None):
     """`(peak dense FLOP/s of one device, description)`; `(None, reason)` when unknown (CPU).
 
@@ -409,10 +399,7 @@ def main(argv=None) -> list[dict]:
     for bench, remat, batch, sps, rate, unit, comp, flops, mfu, mfu_a in rows:
         print(f"  {bench:<18} {remat:>5} {batch:>5} {sps:>9.4g} {rate:>11.4g} {unit:<6} {comp:>9.1f} "
               f"{gflop(flops):>11} {pct(mfu):>7} {pct(mfu_a):>8}")
-    if args.json:
-        with open(args.json, "w") as f:
-            json.dump(records, f, indent=1)
-        print(f"wrote {len(records)} records to {args.json}")
+    write_records(args.json, records)
     return records
 
 
