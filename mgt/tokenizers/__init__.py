@@ -8,8 +8,23 @@ from mgt.tokenizers.base import (
     registered_tokenizers,
     resolve_tokenizer,
 )
+from mgt.tokenizers.quantizers import (
+    FiniteScalarQuantizer,
+    LookupFreeQuantizer,
+    QuantizerOutput,
+    ResidualVectorQuantizer,
+    VectorQuantizer,
+)
+from mgt.tokenizers.vqgan import VQGAN, VQGANConfig
 
 __all__ = [
+    "VQGAN",
+    "VQGANConfig",
+    "FiniteScalarQuantizer",
+    "LookupFreeQuantizer",
+    "QuantizerOutput",
+    "ResidualVectorQuantizer",
+    "VectorQuantizer",
     "Tokenizer",
     "TrainableTokenizer",
     "make_tokenizer",
