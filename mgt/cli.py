@@ -164,7 +164,8 @@ def _sample(argv) -> int:
     out_labels = labels if labels is not None else np.zeros(num, np.int32)
     ncols = None
     if conditional and args.labels is None:
-        ncols = int(s.per_class) if num == cfg.num_classes * int(s.per_class) else None
+        per = int(s.per_class)
+        ncols = per * (2 if per < 5 else 1) if num == cfg.num_classes * per else None  # whole classes per row
     task.write_samples(args.out, np.asarray(images), out_labels, ncols=ncols)
     print(f"wrote {num} samples to {args.out}")
     return 0
