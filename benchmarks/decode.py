@@ -84,6 +84,9 @@ def parse_args(argv=None) -> argparse.Namespace:
     p.add_argument("--vqgan-batches", type=lambda s: _int_list(s, "vqgan-batches"), default=None,
                    help="batch sizes of the VQGAN / whole-generation records (default: --batches on an "
                         "accelerator, 1 on CPU, where the official decoder at 512 px takes seconds per image)")
+    p.add_argument("--max-batch", type=int, default=None,
+                   help="also find the largest MaskGIT batch that fits: double the batch from the largest of "
+                        "--batches up to this cap, stopping at the first out-of-memory error (e.g. 4096 on a GPU)")
     p.add_argument("--dtype", choices=("float32", "bfloat16"), default="float32", help="compute dtype")
     p.add_argument("--repeats", type=int, default=3, help="timed calls after the first (compiling) one")
     p.add_argument("--seed", type=int, default=0)
@@ -179,12 +182,12 @@ def main(argv=None) -> list[dict]:
     rng = np.random.RandomState(args.seed)
     records: list[dict] = []
 
-    def record(timing, method, tokens, batch, steps, image_size=None):
+    def record(timing, method, tokens, batch, steps, image_size=None, largest_batch=False):
         seconds, fastest, compile_seconds = timing
         rec = dict(method=method, tokens=tokens, batch=batch, steps=steps, seconds_per_batch=seconds,
                    images_per_second=batch / seconds if seconds > 0 else float("inf"), device=device,
                    dtype=args.dtype, compile_seconds=compile_seconds, min_seconds_per_batch=fastest,
-                   model=args.model, repeats=args.repeats, image_size=image_size)
+                   model=args.model, repeats=args.repeats, image_size=image_size, largest_batch=largest_batch)
         records.append(rec)
         steps_text = "-" if steps is None else str(steps)
         print(f"  {method:>14} {steps_text:>6} {tokens:>7} {batch:>6} {seconds:>12.4f} {fastest:>12.4f} "
@@ -221,6 +224,22 @@ def main(argv=None) -> list[dict]:
             if fns:
                 for (method, steps), timing in time_group(fns, args.repeats).items():
                     record(timing, method, n, b, steps)
+
+        # the largest MaskGIT batch that fits in memory (doubling until the first out-of-memory error)
+        if args.max_batch and maskgit is not None:
+            best, b = None, max(args.batches) * 2
+            while b <= args.max_batch:
+                labels = rng.randint(0, cfg.num_classes, (b,)).astype(np.int32)
+                fn = functools.partial(sample, maskgit, key, labels=labels, num_steps=args.steps[0])
+                try:
+                    best = (b, time_group({("maskgit", args.steps[0]): fn}, args.repeats)[("maskgit", args.steps[0])])
+                except Exception as e:  # XLA reports exhausted device memory as a runtime error
+                    if "RESOURCE_EXHAUSTED" not in str(e) and "out of memory" not in str(e).lower():
+                        raise
+                    break
+                b *= 2
+            if best is not None:
+                record(best[1], "maskgit", n, best[0], args.steps[0], largest_batch=True)
 
         # the VQGAN decoder and the whole generation (tokens → pixels), interleaved
         if vq is None:
