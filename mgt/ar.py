@@ -28,7 +28,6 @@ from typing import NamedTuple
 
 import jax
 import jax.numpy as jnp
-import numpy as np
 from flax import nnx
 
 from mgt.decoding import _filter_logits, example_keys
@@ -169,24 +168,8 @@ class ARTransformer(MaskedTransformer):
 
     # ---- host-side validation --------------------------------------------------------------------
     def check_inputs(self, tokens=None, labels=None, *, batch_size: int | None = None):
-        """Validate concrete tokens / labels before compiling; raises ValueError naming the argument."""
-        if tokens is not None:
-            self.spec.check_tokens(tokens, "tokens", allow_mask=False)
-            batch_size = np.shape(tokens)[0]
-        if self.config.conditioning in ("class_token", "adaln"):
-            if labels is None:
-                raise ValueError(f"labels are required: this model is class-conditional "
-                                 f"(conditioning={self.config.conditioning!r}); pass int32 [B]")
-            lab = np.asarray(labels)
-            if batch_size is not None and lab.shape != (batch_size,):
-                raise ValueError(f"labels has shape {lab.shape}; expected ({batch_size},)")
-            if lab.ndim != 1:
-                raise ValueError(f"labels has shape {lab.shape}; expected [B]")
-            if not np.issubdtype(lab.dtype, np.integer):
-                raise ValueError(f"labels must be integers, got dtype {lab.dtype}")
-            if lab.size and (lab.min() < 0 or lab.max() >= self.config.num_classes):
-                raise ValueError(f"labels hold values outside [0, {self.config.num_classes}): "
-                                 f"{sorted(set(lab.tolist()))[:5]}")
+        """Validate concrete tokens / labels before compiling (AR inputs hold no mask ids)."""
+        super().check_inputs(tokens, labels, batch_size=batch_size, allow_mask=False)
 
     # ---- pieces ----------------------------------------------------------------------------------
     def _embed(self, inputs, positions):

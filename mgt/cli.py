@@ -60,7 +60,7 @@ def _usage() -> str:
 
 # ---- train ---------------------------------------------------------------------------------------
 def _train(argv) -> int:
-    from absl import app, flags
+    from absl import flags
     from ml_collections import config_flags
 
     flag_values = flags.FlagValues()
@@ -101,7 +101,6 @@ def _train(argv) -> int:
     from mgt.training.trainer import train
 
     train(flag_values.config, flag_values.workdir, stage=flag_values.stage, quiet=flag_values.quiet)
-    del app
     return 0
 
 
@@ -117,7 +116,7 @@ def _sample(argv) -> int:
     p.add_argument("--choice-temperature", type=float, default=None, help="Gumbel noise of the confidence")
     p.add_argument("--seed", type=int, default=0)
     p.add_argument("--out", required=True, help="output .png (labelled grid) or .npz (images, labels)")
-    args = _parse(p, argv)
+    args = p.parse_args(argv)
     if not args.out.endswith((".png", ".npz")):
         raise ValueError(f"--out {args.out!r}: expected a .png or .npz path")
     import jax
@@ -184,7 +183,7 @@ def _edit(argv) -> int:
     p.add_argument("--steps", type=int, default=12)
     p.add_argument("--seed", type=int, default=0)
     p.add_argument("--out", required=True)
-    args = _parse(p, argv)
+    args = p.parse_args(argv)
     try:
         box = tuple(int(x) for x in args.box.split(","))
     except ValueError:
@@ -252,19 +251,6 @@ def _one_line(e: BaseException) -> str:
         msg = msg.replace(a, b)
     msg = " ".join(msg.split())
     return msg[1:].replace("' Did you", " Did you") if msg.startswith("'") else msg
-
-
-def _parse(parser: argparse.ArgumentParser, argv):
-    try:
-        return parser.parse_args(argv)
-    except SystemExit as e:  # argparse already printed its one-line error
-        if e.code:
-            raise _ArgparseExit(e.code) from None
-        raise
-
-
-class _ArgparseExit(SystemExit):
-    pass
 
 
 if __name__ == "__main__":

@@ -123,25 +123,31 @@ def decode(
       ValueError: for ids outside [0, V) other than `mask_id`, `num_steps < 1`, an unknown schedule,
         order or confidence, a batch of keys of the wrong length, bad stages — before compiling.
     """
-    opts = DecodeOptions(
-        mask_id=int(mask_id), num_steps=num_steps, schedule=schedule,
-        choice_temperature=float(choice_temperature), temperature=float(temperature),
-        temperature_final=None if temperature_final is None else float(temperature_final),
-        top_k=top_k, top_p=top_p, confidence=confidence, order=order,
-        guidance_scale=float(guidance_scale), guidance_schedule=guidance_schedule,
-        start_step=int(start_step),
-        stages=_normalise_stages(stages), return_history=bool(return_history),
-    )
+    tokens, keys, opts = prepare(
+        logits_fn, tokens, rng, mask_id=mask_id, num_steps=num_steps, schedule=schedule,
+        choice_temperature=choice_temperature, temperature=temperature, return_history=return_history,
+        temperature_final=temperature_final, top_k=top_k, top_p=top_p, confidence=confidence, order=order,
+        guidance_scale=guidance_scale, guidance_schedule=guidance_schedule, start_step=start_step, stages=stages)
+    if jax.tree.leaves(logits_fn) != [logits_fn]:
+        # a pytree callable (e.g. mgt.sampling.ModelLogits): its arrays are arguments, not constants
+        return _decode_jit_pytree(logits_fn, tokens, keys, opts)
+    return _decode_jit(logits_fn, tokens, keys, opts)
+
+
+def prepare(logits_fn, tokens, rng, *, mask_id: int, stages=None, **options):
+    """Check the arguments of `decode` on the host (nothing is compiled) and return those of
+    `decode_loop`: `(tokens int32 [B, ...], keys [B], DecodeOptions)`. `options` are `decode`'s."""
+    floats = ("choice_temperature", "temperature", "guidance_scale")
+    options = {k: float(v) if k in floats else v for k, v in options.items()}
+    if options.get("temperature_final") is not None:
+        options["temperature_final"] = float(options["temperature_final"])
+    opts = DecodeOptions(mask_id=int(mask_id), stages=_normalise_stages(stages), **options)
     tokens = _check_tokens_array(tokens)
     _validate(opts, tokens)
     keys = example_keys(rng, tokens.shape[0])
     vocab = _vocab_size(logits_fn, tokens, opts)
     check_token_values(tokens, vocab, opts.mask_id, "tokens")
-    tokens = jnp.asarray(tokens, jnp.int32)
-    if jax.tree.leaves(logits_fn) != [logits_fn]:
-        # a pytree callable (e.g. mgt.sampling.ModelLogits): its arrays are arguments, not constants
-        return _decode_jit_pytree(logits_fn, tokens, keys, opts)
-    return _decode_jit(logits_fn, tokens, keys, opts)
+    return jnp.asarray(tokens, jnp.int32), keys, opts
 
 
 @functools.partial(jax.jit, static_argnums=(0, 3))

@@ -1,22 +1,19 @@
 """Sampling token grids from a `MaskedTransformer` with the decoding engine.
 
-`sample(model, rng, ...)` validates its inputs on the host, then runs one compiled function per
-(shape, options): the model's parameters are passed as arguments — never baked in as constants — so
-new weights (a training step later, EMA weights) reuse the compiled code.
+`sample(model, rng, ...)` validates its inputs on the host, then runs the decoding engine with the
+model as a pytree `logits_fn` (`ModelLogits`): the parameters are arguments of the compiled loop —
+never baked in as constants — so new weights (a later training step, EMA weights) reuse the code.
 """
 
 from __future__ import annotations
 
-import functools
-
-import jax
 import jax.numpy as jnp
 import numpy as np
 from typing import Any
 
 from flax import nnx, struct
 
-from mgt.decoding import DecodeOptions, _normalise_stages, _validate, decode_loop, example_keys
+from mgt.decoding import decode
 
 
 @struct.dataclass
@@ -55,9 +52,29 @@ def model_logits_fn(model, *, labels=None, context=None, context_mask=None) -> M
     return ModelLogits(graphdef, state, labels, context, context_mask)
 
 
+def model_inputs(model, *, batch_size=None, labels=None, context=None, context_mask=None, tokens=None,
+                 guidance_scale=0.0):
+    """Check a model's sampling inputs on the host → `(ModelLogits, starting tokens)`.
+
+    The starting grid is all masked unless `tokens` is given; its batch size comes from
+    `batch_size`, `labels` or `context`.
+    """
+    if tokens is None:
+        if batch_size is None:
+            batch_size = len(labels) if labels is not None else (context.shape[0] if context is not None else None)
+        if batch_size is None:
+            raise ValueError("sampling needs batch_size, labels, context or tokens to know the batch size")
+        tokens = model.spec.masked(batch_size)
+    model.check_inputs(tokens, labels)
+    if guidance_scale and not model.config.null_condition:
+        raise ValueError("guidance_scale != 0 needs a model trained with a null condition (null_condition=True)")
+    fn = model_logits_fn(model, labels=labels, context=context, context_mask=context_mask)
+    return fn, np.asarray(tokens, np.int32)
+
+
 def sample(model, rng, *, batch_size: int | None = None, labels=None, context=None, context_mask=None,
            tokens=None, mask_id: int | None = None, **decode_kwargs):
-    """Generate token grids.
+    """Generate token grids with `model` (its weights are arguments of the compiled loop).
 
     Args:
       model: a `MaskedTransformer`.
@@ -71,29 +88,7 @@ def sample(model, rng, *, batch_size: int | None = None, labels=None, context=No
     Returns:
       int32 tokens `[B, *grid(, K)]` (and the history with `return_history=True`).
     """
-    spec = model.spec
-    if tokens is None:
-        if batch_size is None:
-            batch_size = len(labels) if labels is not None else (context.shape[0] if context is not None else None)
-        if batch_size is None:
-            raise ValueError("sample needs batch_size, labels, context or tokens to know the batch size")
-        tokens = spec.masked(batch_size)
-    mask_id = spec.mask_id if mask_id is None else int(mask_id)
-    model.check_inputs(tokens, labels)
-    if decode_kwargs.get("guidance_scale", 0.0) and not model.config.null_condition:
-        raise ValueError("guidance_scale != 0 needs a model trained with a null condition (null_condition=True)")
-    stages = _normalise_stages(decode_kwargs.pop("stages", None))
-    opts = DecodeOptions(mask_id=mask_id, stages=stages, **decode_kwargs)
-    tokens = np.asarray(tokens, np.int32)
-    _validate(opts, tokens)
-    keys = example_keys(rng, tokens.shape[0])
-    graphdef, state = nnx.split(model)
-    labels = None if labels is None else jnp.asarray(labels, jnp.int32)
-    return _sample_jit(graphdef, state, jnp.asarray(tokens), keys, labels, context, context_mask, opts)
-
-
-@functools.partial(jax.jit, static_argnums=(0, 7))
-def _sample_jit(graphdef, state, tokens, keys, labels, context, context_mask, opts):
-    fn = model_logits_fn(nnx.merge(graphdef, state, copy=True), labels=labels, context=context,
-                         context_mask=context_mask)
-    return decode_loop(fn, tokens, keys, opts)
+    fn, tokens = model_inputs(model, batch_size=batch_size, labels=labels, context=context,
+                              context_mask=context_mask, tokens=tokens,
+                              guidance_scale=decode_kwargs.get("guidance_scale", 0.0))
+    return decode(fn, tokens, rng, mask_id=model.spec.mask_id if mask_id is None else mask_id, **decode_kwargs)

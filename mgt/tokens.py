@@ -18,8 +18,6 @@ from __future__ import annotations
 
 import dataclasses
 import math
-from typing import Sequence
-
 import numpy as np
 
 
@@ -135,9 +133,3 @@ def check_token_values(tokens, codebook_size: int, mask_id: int | None, name: st
         values = np.unique(arr[bad])[:5].tolist()
         allowed = f"[0, {codebook_size})" + (f" or the mask id {mask_id}" if mask_id is not None else "")
         raise ValueError(f"{name} holds ids {values} outside {allowed}")
-
-
-def grid_of(shape: Sequence[int], num_levels: int = 1) -> tuple[int, ...]:
-    """The grid part of a `[B, *grid(, K)]` shape."""
-    shape = tuple(shape)
-    return shape[1:] if num_levels == 1 else shape[1:-1]

@@ -26,7 +26,7 @@ import jax.numpy as jnp
 from flax import nnx
 
 from mgt.blocks import BLOCK_STYLES
-from mgt.layers import TRUNC_NORMAL, ZEROS, Dense, LayerNorm, RMSNorm, make_param
+from mgt.layers import TRUNC_NORMAL, ZEROS, Dense, LayerNorm, RMSNorm, dropout, make_param
 from mgt.tokens import TokenSpec
 
 CONDITIONINGS = ("none", "class_token", "adaln", "cross_attention")
@@ -222,8 +222,7 @@ class MaskedTransformer(nnx.Module):
             x = self.embeddings_ln(x)
         keys = jax.random.split(dropout_rng if dropout_rng is not None else jax.random.key(0), cfg.num_layers + 1)
         if cfg.block_style == "maskgit" and not deterministic:
-            from mgt.layers import dropout as _dropout
-            x = _dropout(x, cfg.dropout_rate, keys[-1], deterministic)
+            x = dropout(x, cfg.dropout_rate, keys[-1], deterministic)
         x = x.astype(dtype)
         x = self._run_blocks(x, keys[:-1], cond_vec, context, context_mask, deterministic)
         return self._head(x).astype(jnp.float32)
@@ -319,16 +318,23 @@ class MaskedTransformer(nnx.Module):
         return context, context_mask
 
     # ------------------------------------------------------------------------------------------
-    def check_inputs(self, tokens, labels=None, *, allow_mask=True):
-        """Validate concrete inputs on the host before compiling; raises ValueError naming the argument."""
+    def check_inputs(self, tokens=None, labels=None, *, batch_size: int | None = None, allow_mask: bool = True):
+        """Validate concrete tokens / labels on the host before compiling; raises ValueError naming the
+        argument. `batch_size` checks the labels when no tokens are given."""
         import numpy as np
 
-        self.spec.check_tokens(tokens, "tokens", allow_mask=allow_mask)
+        if tokens is not None:
+            self.spec.check_tokens(tokens, "tokens", allow_mask=allow_mask)
+            batch_size = np.shape(tokens)[0]
         if self.config.conditioning in ("class_token", "adaln"):
             if labels is None:
-                raise ValueError("labels are required: this model is class-conditional")
+                raise ValueError(f"labels are required: this model is class-conditional "
+                                 f"(conditioning={self.config.conditioning!r}); pass int32 [B]")
             lab = np.asarray(labels)
-            if lab.shape != (np.shape(tokens)[0],):
-                raise ValueError(f"labels has shape {lab.shape}; expected ({np.shape(tokens)[0]},)")
+            if lab.ndim != 1 or (batch_size is not None and lab.shape != (batch_size,)):
+                raise ValueError(f"labels has shape {lab.shape}; expected ({batch_size if batch_size is not None else 'B'},)")
+            if not np.issubdtype(lab.dtype, np.integer):
+                raise ValueError(f"labels must be integers, got dtype {lab.dtype}")
             if lab.size and (lab.min() < 0 or lab.max() >= self.config.num_classes):
-                raise ValueError(f"labels hold values outside [0, {self.config.num_classes}): {sorted(set(lab.tolist()))[:5]}")
+                raise ValueError(f"labels hold values outside [0, {self.config.num_classes}): "
+                                 f"{sorted(set(lab.tolist()))[:5]}")

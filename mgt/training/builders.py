@@ -6,7 +6,7 @@ import dataclasses
 
 from flax import nnx
 
-from mgt.tokenizers.base import resolve_tokenizer
+from mgt.tokenizers import base
 from mgt.transformer import TransformerConfig
 
 _MODEL_FIELDS = {f.name for f in dataclasses.fields(TransformerConfig)}
@@ -21,10 +21,9 @@ def tokenizer_kwargs(config) -> dict:
 
 def make_tokenizer(config, *, seed: int | None = None):
     """The tokenizer named by `config.tokenizer.name` with the other `config.tokenizer` fields."""
-    factory = resolve_tokenizer(config.tokenizer.name)
     seed = int(config.seed) if seed is None else seed
     try:
-        return factory(rngs=nnx.Rngs(seed), **tokenizer_kwargs(config))
+        return base.make_tokenizer(config.tokenizer.name, rngs=nnx.Rngs(seed), **tokenizer_kwargs(config))
     except TypeError as e:
         raise ValueError(f"config.tokenizer does not fit tokenizer {config.tokenizer.name!r}: {e}") from None
 

@@ -10,8 +10,6 @@ a step after all its files are written. Nothing is unpickled.
 from __future__ import annotations
 
 import os
-from typing import Any
-
 import jax
 import orbax.checkpoint as ocp
 
@@ -41,9 +39,6 @@ class Checkpointer:
     def latest_step(self) -> int | None:
         return self._manager.latest_step()
 
-    def all_steps(self) -> list[int]:
-        return list(self._manager.all_steps())
-
     def save(self, step: int, state, *, data_iterator=None, meta: dict | None = None) -> None:
         """Start an asynchronous save of `state` (a pytree of arrays) at `step`."""
         import grain
@@ -52,10 +47,6 @@ class Checkpointer:
         if data_iterator is not None:
             items["data"] = grain.checkpoint.CheckpointSave(data_iterator)
         self._manager.save(int(step), args=ocp.args.Composite(**items), force=True)
-
-    def read_meta(self, step: int | None = None) -> dict:
-        step = self.latest_step() if step is None else step
-        return self._manager.restore(step, args=ocp.args.Composite(meta=ocp.args.JsonRestore()))["meta"]
 
     def restore(self, target_state, *, step: int | None = None, data_iterator=None, partial: bool = False):
         """Restore into the structure, shapes and shardings of `target_state` (arrays or

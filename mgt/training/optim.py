@@ -1,4 +1,4 @@
-"""Optimisers from config: AdamW with linear warm-up and cosine decay, clipping, accumulation, EMA."""
+"""Optimisers from config: AdamW with linear warm-up and cosine decay, clipping, accumulation."""
 
 from __future__ import annotations
 
@@ -25,12 +25,3 @@ def make_optimizer(cfg, total_steps: int, *, learning_rate=None) -> optax.Gradie
     if int(cfg.get("grad_accum", 1)) > 1:
         tx = optax.MultiSteps(tx, every_k_schedule=int(cfg.grad_accum))
     return tx
-
-
-def ema_update(ema, new, decay: float):
-    """EMA of float leaves: decay · ema + (1 − decay) · new."""
-    return jax.tree.map(lambda e, n: (decay * e + (1.0 - decay) * n).astype(e.dtype), ema, new)
-
-
-def global_norm(tree):
-    return optax.global_norm(tree)

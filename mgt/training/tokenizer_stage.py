@@ -9,16 +9,18 @@ generator's weights is kept for encoding and decoding later.
 from __future__ import annotations
 
 import functools
+import os
 
 import jax
 import jax.numpy as jnp
+import numpy as np
 import optax
 from flax import nnx
 
 from mgt import sharding
 from mgt.tokenizers import losses as tl
 from mgt.training.builders import make_tokenizer
-from mgt.training.optim import ema_update, make_optimizer
+from mgt.training.optim import make_optimizer
 
 
 class TokenizerStage:
@@ -124,7 +126,7 @@ class TokenizerStage:
         updates, opt = self.tx.update(grads, state["opt"], state["params"])
         params = optax.apply_updates(forward_params, updates)
         new = dict(state, params=params, rest=rest, opt=opt, step=step + 1,
-                   ema=ema_update(state["ema"], params, float(tc.ema_decay)))
+                   ema=tl.ema_update(state["ema"], params, float(tc.ema_decay)))
         out = {"loss": loss, "grad_norm": optax.global_norm(grads), **losses, **metrics}
 
         if self.adversarial:
@@ -150,10 +152,6 @@ class TokenizerStage:
     # ---- samples --------------------------------------------------------------------------------
     def write_samples(self, state, step, writer=None):
         """Reconstructions of a few held-out inputs next to the originals."""
-        import numpy as np
-
-        import os
-
         source = self.task.source("test")
         images = np.stack([np.asarray(source[i]["image"], np.float32) / 255.0 for i in range(min(8, len(source)))])
         model = self.model_from_state(state)

@@ -23,7 +23,8 @@ from flax import nnx
 from mgt import masking, sharding
 from mgt.pipeline import GenerationPipeline
 from mgt.training.builders import transformer_config
-from mgt.training.optim import ema_update, make_optimizer
+from mgt.tokenizers.losses import ema_update
+from mgt.training.optim import make_optimizer
 from mgt.transformer import MaskedTransformer
 
 
@@ -183,10 +184,10 @@ class TransformerStage:
     # ---- samples --------------------------------------------------------------------------------
     def write_samples(self, state, step, writer=None, *, path=None):
         """A grid with `config.sample.per_class` samples of each class (EMA weights)."""
+        if self.objective == "ar":
+            return None  # the AR baseline is sampled with mgt.ar.ar_sample (see benchmarks)
         s = self.config.sample
         model = self.model_from_state(state)
-        if self.objective == "ar":
-            return  # the AR baseline is sampled with mgt.ar.ar_sample (see benchmarks)
         conditional = self.model_config.conditioning in ("class_token", "adaln")
         num_classes = self.model_config.num_classes if conditional else 1
         per = int(s.per_class)
