@@ -5,7 +5,8 @@ Measures, for each token count (256 = 16×16 grid / 256 px, 1024 = 32×32 / 512 
   maskgit         `mgt.sampling.sample` at each `--steps` count
   ar              `mgt.ar.ar_sample`: N sequential steps with a KV cache
   vqgan_decode    the VQGAN decoder (official size by default) on a token grid
-  maskgit+vqgan   one jitted function: MaskGIT decoding (first `--steps` value) then the VQGAN decoder
+  maskgit+vqgan   `mgt.GenerationPipeline.generate`: MaskGIT decoding (first `--steps` value) and the VQGAN
+                  decoder compiled as one function
   ar+vqgan        one jitted function: AR decoding then the VQGAN decoder
 Every function is called once (compile + run), then `--repeats` more times, each call ended by
 `block_until_ready`; the timed calls of the methods compared with each other are interleaved
@@ -38,8 +39,8 @@ import numpy as np
 from flax import nnx
 
 from mgt.ar import ARTransformer, ar_decode_loop, ar_sample
-from mgt.decoding import DecodeOptions, decode_loop
-from mgt.sampling import model_logits_fn, sample
+from mgt.pipeline import GenerationPipeline
+from mgt.sampling import sample
 from mgt.tokenizers.vqgan import VQGAN, VQGANConfig
 from mgt.transformer import MaskedTransformer, TransformerConfig
 from mgt.benchmarking import device_name, write_records
@@ -149,17 +150,6 @@ def time_group(fns: dict, repeats: int) -> dict:
     return out
 
 
-@functools.partial(jax.jit, static_argnums=(0, 2, 6))
-def _maskgit_generation(graphdef, state, vq_graphdef, vq_state, keys, labels, num_steps):
-    model = nnx.merge(graphdef, state, copy=True)
-    fn = model_logits_fn(model, labels=labels)
-    b = keys.shape[0]
-    tokens = jnp.full((b,) + model.config.grid, model.spec.mask_id, jnp.int32)
-    tokens = decode_loop(fn, tokens, keys, DecodeOptions(mask_id=model.spec.mask_id, num_steps=num_steps))
-    vq = nnx.merge(vq_graphdef, vq_state, copy=True)
-    return vq.decode_codes(vq.quantizer.decode(tokens))
-
-
 @functools.partial(jax.jit, static_argnums=(0, 2))
 def _ar_generation(graphdef, state, vq_graphdef, vq_state, keys, labels):
     model = nnx.merge(graphdef, state, copy=True)
@@ -253,10 +243,9 @@ def main(argv=None) -> list[dict]:
                 fns[("vqgan_decode", None)] = functools.partial(_vqgan_decode, vq_graphdef, vq_state, codes)
             if "generation" in args.methods:
                 steps = args.steps[0]
-                mg_graphdef, mg_state = nnx.split(maskgit)
                 ar_graphdef, ar_state = nnx.split(ar)
                 fns[("maskgit+vqgan", steps)] = functools.partial(
-                    _maskgit_generation, mg_graphdef, mg_state, vq_graphdef, vq_state, keys, labels, steps)
+                    GenerationPipeline(maskgit, vq).generate, keys, labels=labels, num_steps=steps)
                 fns[("ar+vqgan", n)] = functools.partial(
                     _ar_generation, ar_graphdef, ar_state, vq_graphdef, vq_state, keys, labels)
             for (method, steps), timing in time_group(fns, args.repeats).items():

@@ -16,7 +16,8 @@ explicitly (`compile_seconds`), run once to warm up, then `--steps` steps are ti
 Model FLOPs per step come from XLA's cost analysis of the compiled step. XLA counts the body of a loop
 once whatever its trip count, and the transformer scans its layers, so the transformer's count is taken
 from a second compile of the same step with the layer scan fully unrolled and without rematerialisation
-(model FLOPs do not include recomputation; both `--remat` cases use it). For the transformer the analytic
+(`TransformerConfig.scan_unroll=True`; model FLOPs do not include recomputation; both `--remat`
+cases use it; the benchmark fails if the counted program still has a loop). For the transformer the analytic
 estimate batch · T · (6·N + 12·L·T·D) is reported too (N: matmul parameters — all parameters of two or
 more dimensions except the position table, the tied word embeddings counting as the output layer; T =
 257; the second term is attention scores and values). MFU = model FLOPs/s ÷ the device's peak FLOPs/s:
@@ -39,7 +40,6 @@ mfu, mfu_analytic (transformer), final_loss.
 from __future__ import annotations
 
 import argparse
-import contextlib
 import sys
 import time
 from mgt.benchmarking import device_name, write_records
@@ -158,22 +158,14 @@ def cost_flops(compiled) -> float | None:
     return sum(values) if values else None
 
 
-@contextlib.contextmanager
-def unrolled_scans():
-    """While active, `nnx.scan` fully unrolls its loop, so XLA's cost analysis sees every iteration."""
-    from flax import nnx
+def layer_loops(hlo_text: str) -> list[str]:
+    """The while loops of an HLO module that scan the transformer's layers: traced directly under the
+    "layers" scope (`.../transformer/layers/while`; loops inside a layer, e.g. dropout's random bits,
+    are deeper)."""
+    from mgt.profiling import hlo_instructions
 
-    original = nnx.scan
-
-    def scan(*args, **kwargs):
-        kwargs["unroll"] = True
-        return original(*args, **kwargs)
-
-    nnx.scan = scan
-    try:
-        yield
-    finally:
-        nnx.scan = original
+    return [name for name, (opcode, op_name) in hlo_instructions(hlo_text).items()
+            if opcode == "while" and op_name.split("/")[-2:] == ["layers", "while"]]
 
 
 # ---- configs and stub objects --------------------------------------------------------------------
@@ -201,14 +193,17 @@ class StubTokenizer:
                          codebook_size=self.codebook_size)
 
 
-def make_config(args, *, remat: bool = True):
-    """The official recipe with this run's sizes, dtype, batch and remat; no perceptual term."""
+def make_config(args, *, remat: bool = True, unroll: bool = False):
+    """The official recipe with this run's sizes, dtype, batch and remat; no perceptual term. `unroll`
+    unrolls the transformer's layer loop (for XLA's FLOP count, which counts a loop body once)."""
     from mgt.pretrained.maskgit_recipe import get_config
 
     c = get_config(None, image_size=args.image_size)
     c.data.num_workers = 0
     c.model.dtype = args.dtype
     c.model.remat = bool(remat)
+    if unroll:
+        c.model.scan_unroll = True
     c.tokenizer.dtype = args.dtype
     c.transformer_train.batch_size = args.batch
     c.tokenizer_train.batch_size = args.tokenizer_batch
@@ -293,12 +288,13 @@ def bench_transformer(args, emit) -> None:
         del model
         # model FLOPs: the step without remat, layer scan unrolled (XLA counts a loop body once)
         start = time.perf_counter()
-        flops_stage = stages.get(False) or TransformerStage(make_config(args, remat=False), task, mesh,
-                                                            workdir="/nonexistent", tokenizer=tokenizer,
-                                                            tokenizer_step=0, quiet=True)
-        with unrolled_scans():
-            lowered = jax.jit(flops_stage._train_step).lower(state0, batch, jax.random.key(0))
-        xla = cost_flops(lowered.compile())
+        flops_stage = TransformerStage(make_config(args, remat=False, unroll=True), task, mesh,
+                                       workdir="/nonexistent", tokenizer=tokenizer, tokenizer_step=0, quiet=True)
+        counted = flops_stage.train_step.lower(state0, batch, jax.random.key(0)).compile()
+        if layer_loops(counted.as_text()):
+            raise RuntimeError("the transformer step still has a loop after unrolling the layer scan: "
+                               "XLA's FLOP count would miss all but one iteration")
+        xla = cost_flops(counted)
         xla = None if xla is None else xla * mesh.size  # the analysis is of one device's program
         analysis_seconds = time.perf_counter() - start
         print(f"[transformer] {cfg.num_layers} layers x {cfg.hidden_dim}, {cfg.num_heads} heads, MLP {cfg.mlp_dim}, "

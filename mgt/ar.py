@@ -33,6 +33,7 @@ from flax import nnx
 from mgt.decoding import _filter_logits, example_keys
 from mgt.layers import dropout
 from mgt.masking import masked_cross_entropy
+from mgt.profiling import scoped
 from mgt.transformer import MaskedTransformer, TransformerConfig
 
 __all__ = ["ARTransformer", "KVCache", "ar_loss", "ar_sample", "ar_decode_loop"]
@@ -81,6 +82,7 @@ class ARTransformer(MaskedTransformer):
         """The start token of models without a class prefix: the mask id."""
         return self.spec.mask_id
 
+    @scoped("transformer")
     def __call__(self, tokens, *, labels=None, context=None, context_mask=None, drop_condition=None,
                  deterministic: bool = True, dropout_rng=None):
         """Teacher-forced next-token logits.
@@ -121,6 +123,7 @@ class ARTransformer(MaskedTransformer):
         shape = (cfg.num_layers, int(batch_size), self.seq_len, cfg.num_heads, cfg.hidden_dim // cfg.num_heads)
         return KVCache(jnp.zeros(shape, dtype), jnp.zeros(shape, dtype))
 
+    @scoped("transformer")
     def decode_step(self, token, position, cache: KVCache, *, labels=None, context=None, context_mask=None,
                     drop_condition=None):
         """One step of raster decoding with the KV cache (inference: no dropout).
@@ -172,6 +175,7 @@ class ARTransformer(MaskedTransformer):
         super().check_inputs(tokens, labels, batch_size=batch_size, allow_mask=False)
 
     # ---- pieces ----------------------------------------------------------------------------------
+    @scoped("embed")
     def _embed(self, inputs, positions):
         """inputs int32 `[B, T]`, positions float `[T, D]` → float32 `[B, T, D]`."""
         x = jnp.take(self.word_embeddings[0], inputs, axis=0) + positions[None].astype(jnp.float32)

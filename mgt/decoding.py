@@ -32,6 +32,7 @@ import jax
 import jax.numpy as jnp
 import numpy as np
 
+from mgt.profiling import scoped
 from mgt.schedules import check_schedule, mask_ratio
 from mgt.tokens import check_token_values
 
@@ -224,10 +225,15 @@ def _decode_stage(logits_fn, flat, keys, active, num_steps, start_step, shape, p
     n0 = candidates0.sum(-1)  # [B] masked positions this stage generates
 
     def step_fn(cur, step):
+        logits = _logits(logits_fn, cur.reshape(shape), step, num_steps, opts).reshape(b, n, -1)
+        nxt = sample_and_remask(cur, logits.astype(jnp.float32), step)
+        return nxt, (nxt if opts.return_history else None)
+
+    @scoped("sampling")
+    def sample_and_remask(cur, logits, step):
+        """cur int32 `[B, N]`, logits float32 `[B, N, V]` → the next tokens int32 `[B, N]`."""
         unknown = (cur == mask_id) & active[None, :]
         u = unknown.sum(-1)
-        logits = _logits(logits_fn, cur.reshape(shape), step, num_steps, opts).reshape(b, n, -1)
-        logits = logits.astype(jnp.float32)
         step_keys = jax.vmap(lambda k: jax.random.fold_in(k, step))(keys)
         sample_keys, choice_keys = jax.vmap(lambda k: tuple(jax.random.split(k)))(step_keys)
         temperature = _temperature(step, num_steps, opts)
@@ -257,8 +263,7 @@ def _decode_stage(logits_fn, flat, keys, active, num_steps, start_step, shape, p
         ranks = jnp.argsort(jnp.argsort(score, axis=-1, stable=True), axis=-1, stable=True)
         remask = ranks < mask_len[:, None]
         nxt = jnp.where(remask, mask_id, sampled)
-        nxt = jnp.where(active[None, :], nxt, cur)  # other stages' positions untouched
-        return nxt, (nxt if opts.return_history else None)
+        return jnp.where(active[None, :], nxt, cur)  # other stages' positions untouched
 
     steps = jnp.arange(start_step, num_steps)
     final, history = jax.lax.scan(step_fn, flat, steps)
@@ -433,8 +438,30 @@ def _validate(opts: DecodeOptions, tokens):
                 seen.add(level)
 
 
+_VOCAB_SIZES: dict = {}  # (logits_fn structure, tokens shape, guided) -> V; a small FIFO
+
+
 def _vocab_size(logits_fn, tokens, opts) -> int:
-    """V from the abstract output of logits_fn (traced, not compiled); checks the logits' shape."""
+    """V from the abstract output of logits_fn (traced, not compiled); checks the logits' shape.
+
+    Tracing a large model takes tens of milliseconds on the host, so the answer is kept per logits_fn
+    structure (a pytree's tree structure and leaf shapes, or a plain function itself — what `jit`
+    keys its cache on too), token shape and guidance."""
+    leaves, treedef = jax.tree.flatten(logits_fn)
+    structure = logits_fn if leaves == [logits_fn] else (treedef, tuple((jnp.shape(x), jnp.result_type(x)) for x in leaves))
+    key = (structure, tuple(tokens.shape), opts.guidance_scale != 0.0)
+    try:
+        if key in _VOCAB_SIZES:
+            return _VOCAB_SIZES[key]
+    except TypeError:  # an unhashable callable: no caching
+        return _traced_vocab_size(logits_fn, tokens, opts)
+    if len(_VOCAB_SIZES) >= 64:
+        _VOCAB_SIZES.pop(next(iter(_VOCAB_SIZES)))
+    _VOCAB_SIZES[key] = _traced_vocab_size(logits_fn, tokens, opts)
+    return _VOCAB_SIZES[key]
+
+
+def _traced_vocab_size(logits_fn, tokens, opts) -> int:
     spec = jax.ShapeDtypeStruct(tokens.shape, jnp.int32)
     if opts.guidance_scale == 0.0:
         out = jax.eval_shape(logits_fn, spec)

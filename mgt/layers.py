@@ -18,6 +18,8 @@ import jax
 import jax.numpy as jnp
 from flax import nnx
 
+from mgt.profiling import scoped
+
 # Official MaskGIT init: truncated normal (±2σ) with σ = 0.02.
 TRUNC_NORMAL = nnx.initializers.truncated_normal(stddev=0.02)
 ZEROS = nnx.initializers.zeros_init()
@@ -49,6 +51,7 @@ class LayerNorm(nnx.Module):
         self.scale = make_param(rngs, ONES, (dim,), ("embed",))
         self.bias = make_param(rngs, ZEROS, (dim,), ("embed",))
 
+    @scoped("norm")
     def __call__(self, x):
         dtype = x.dtype
         x = x.astype(jnp.float32)
@@ -65,6 +68,7 @@ class RMSNorm(nnx.Module):
         self.epsilon = epsilon
         self.scale = make_param(rngs, ONES, (dim,), names)
 
+    @scoped("norm")
     def __call__(self, x):
         dtype = x.dtype
         x = x.astype(jnp.float32)
@@ -118,6 +122,7 @@ class MultiHeadAttention(nnx.Module):
         else:
             self.query_norm = self.key_norm = None
 
+    @scoped("attention")
     def __call__(self, x, kv=None, kv_mask=None, *, dropout_rate=0.0, key=None, deterministic=True,
                  causal=False, cache=None, cache_index=None):
         """x `[B, T, D]`, kv `[B, S, Dkv]` or None, kv_mask bool `[B, S]` (True = attend) → `[B, T, D]`.
@@ -199,6 +204,7 @@ class GeluMlp(nnx.Module):
         self.intermediate_output = Dense(dim, mlp_dim, names=("embed", "mlp"), use_bias=use_bias, dtype=dtype, rngs=rngs)
         self.layer_output = Dense(mlp_dim, dim, names=("mlp", "embed"), use_bias=use_bias, dtype=dtype, rngs=rngs)
 
+    @scoped("mlp")
     def __call__(self, x):
         return self.layer_output(jax.nn.gelu(self.intermediate_output(x), approximate=True))
 
@@ -211,5 +217,6 @@ class SwiGluMlp(nnx.Module):
         self.up = Dense(dim, mlp_dim, names=("embed", "mlp"), use_bias=False, dtype=dtype, rngs=rngs)
         self.down = Dense(mlp_dim, dim, names=("mlp", "embed"), use_bias=False, dtype=dtype, rngs=rngs)
 
+    @scoped("mlp")
     def __call__(self, x):
         return self.down(jax.nn.silu(self.gate(x)) * self.up(x))

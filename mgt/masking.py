@@ -23,6 +23,7 @@ import jax
 import jax.numpy as jnp
 import optax
 
+from mgt.profiling import scoped
 from mgt.schedules import check_schedule, mask_ratio
 from mgt.tokens import TokenSpec
 
@@ -105,6 +106,7 @@ def levelwise_mask(rng, counts, grid: Sequence[int], num_levels: int):
     return mask, loss_mask
 
 
+@scoped("masking")
 def make_training_mask(rng, spec: TokenSpec, batch_size: int, *, structure="random", schedule="cosine",
                        min_ratio=0.0, axis=0):
     """Sample a training mask for a batch on `spec`'s grid.
@@ -135,6 +137,7 @@ def apply_mask(tokens, mask, mask_id: int):
     return jnp.where(mask, jnp.int32(mask_id), tokens)
 
 
+@scoped("loss")
 def masked_cross_entropy(logits, targets, loss_mask=None, *, label_smoothing=0.0):
     """Mean cross-entropy over the tokens selected by `loss_mask` (all tokens when None).
 

@@ -44,17 +44,40 @@ class GenerationPipeline:
           the tokenizer's outputs (e.g. float32 images `[B, H, W, 3]`), or int32 tokens when
           `decode_outputs=False`.
         """
+        if decode_outputs and isinstance(self.tokenizer, nnx.Module):
+            return _generate_jit(*self._jit_inputs(rng, labels, batch_size, tokens, context, context_mask,
+                                                   decode_kwargs))
         fn, tokens = model_inputs(self.transformer, batch_size=batch_size, labels=labels, context=context,
                                   context_mask=context_mask, tokens=tokens,
                                   guidance_scale=decode_kwargs.get("guidance_scale", 0.0))
-        if decode_outputs and isinstance(self.tokenizer, nnx.Module):
-            tokens, keys, opts = prepare(fn, tokens, rng, mask_id=self.spec.mask_id, **decode_kwargs)
-            k_graph, k_state = nnx.split(self.tokenizer)
-            return _generate_jit(fn, k_graph, k_state, tokens, keys, opts)
         out = decode(fn, tokens, rng, mask_id=self.spec.mask_id, **decode_kwargs)
         if decode_outputs:
             out = self.tokenizer.decode(out[0] if decode_kwargs.get("return_history") else out)
         return out
+
+    def compile(self, rng, *, labels=None, batch_size=None, tokens=None, context=None, context_mask=None,
+                **decode_kwargs):
+        """Compile the whole generation ahead of time for these inputs (same arguments as `generate`).
+
+        Returns `(compiled, run)`: the `jax.stages.Compiled` program (its `as_text()`, `cost_analysis()`,
+        `memory_analysis()`) and a function of no arguments that runs it on these inputs, e.g. for
+        `mgt.profiling.profile(run, compiled)`. Needs a tokenizer that is an nnx.Module.
+        """
+        if not isinstance(self.tokenizer, nnx.Module):
+            raise ValueError(f"compile needs a tokenizer that is an nnx.Module; got {type(self.tokenizer).__name__}")
+        fn, k_graph, k_state, tokens, keys, opts = self._jit_inputs(rng, labels, batch_size, tokens, context,
+                                                                    context_mask, decode_kwargs)
+        compiled = _generate_jit.lower(fn, k_graph, k_state, tokens, keys, opts).compile()
+        return compiled, lambda: compiled(fn, k_state, tokens, keys)
+
+    def _jit_inputs(self, rng, labels, batch_size, tokens, context, context_mask, decode_kwargs):
+        """Host-checked arguments of `_generate_jit`."""
+        fn, tokens = model_inputs(self.transformer, batch_size=batch_size, labels=labels, context=context,
+                                  context_mask=context_mask, tokens=tokens,
+                                  guidance_scale=decode_kwargs.get("guidance_scale", 0.0))
+        tokens, keys, opts = prepare(fn, tokens, rng, mask_id=self.spec.mask_id, **decode_kwargs)
+        k_graph, k_state = nnx.split(self.tokenizer)
+        return fn, k_graph, k_state, tokens, keys, opts
 
 
 @functools.partial(jax.jit, static_argnums=(1, 5))

@@ -27,6 +27,7 @@ from flax import nnx
 
 from mgt.blocks import BLOCK_STYLES
 from mgt.layers import TRUNC_NORMAL, ZEROS, Dense, LayerNorm, RMSNorm, dropout, make_param
+from mgt.profiling import scoped
 from mgt.tokens import TokenSpec
 
 CONDITIONINGS = ("none", "class_token", "adaln", "cross_attention")
@@ -60,6 +61,7 @@ class TransformerConfig:
     norm_epsilon: float | None = None  # None: 1e-12 for maskgit (official), 1e-6 for modern
     dtype: str = "float32"
     remat: bool = False
+    scan_unroll: int | bool = 1  # layers per iteration of the layer loop; True: no loop (longer compile)
     attention_impl: str | None = None  # None (XLA picks), "xla" or "cudnn"
 
     def __post_init__(self):
@@ -170,6 +172,7 @@ class MaskedTransformer(nnx.Module):
     def spec(self) -> TokenSpec:
         return self.config.spec
 
+    @scoped("transformer")
     def __call__(self, tokens, *, labels=None, context=None, context_mask=None, drop_condition=None,
                  deterministic: bool = True, dropout_rng=None):
         """Logits over the codes of every cell.
@@ -193,6 +196,7 @@ class MaskedTransformer(nnx.Module):
         out_shape = tokens.shape + (cfg.codebook_size,)
         return logits.reshape(out_shape)
 
+    @scoped("transformer")
     def sequence_logits(self, seq, *, labels=None, context=None, context_mask=None, drop_condition=None,
                         deterministic=True, dropout_rng=None, prefix_ids=None):
         """The forward pass on the flattened sequence.
@@ -203,8 +207,22 @@ class MaskedTransformer(nnx.Module):
         head (codes, classes, mask — as the official model) and V for the modern head.
         """
         cfg = self.config
-        b, n, k = seq.shape
         dtype = cfg.compute_dtype
+        x, cond_vec, context, context_mask = self._embed_sequence(seq, labels, context, context_mask, drop_condition,
+                                                                  prefix_ids)
+        keys = jax.random.split(dropout_rng if dropout_rng is not None else jax.random.key(0), cfg.num_layers + 1)
+        if cfg.block_style == "maskgit" and not deterministic:
+            x = dropout(x, cfg.dropout_rate, keys[-1], deterministic)
+        x = x.astype(dtype)
+        x = self._run_blocks(x, keys[:-1], cond_vec, context, context_mask, deterministic)
+        return self._head(x).astype(jnp.float32)
+
+    @scoped("embed")
+    def _embed_sequence(self, seq, labels, context, context_mask, drop_condition, prefix_ids):
+        """Token (+ class prefix) + position embeddings `[B, P + N, D]`, the adaLN condition vector
+        `[B, D]` (or None) and the (null-substituted) cross-attention context."""
+        cfg = self.config
+        b, n, k = seq.shape
         table = self.word_embeddings[...]  # [K, vocab, D]
         x = sum(jnp.take(table[level], seq[:, :, level], axis=0) for level in range(k))  # [B, N, D]
         cond_vec = None
@@ -220,14 +238,10 @@ class MaskedTransformer(nnx.Module):
         x = x + self._positions(n)[None].astype(x.dtype)
         if self.embeddings_ln is not None:
             x = self.embeddings_ln(x)
-        keys = jax.random.split(dropout_rng if dropout_rng is not None else jax.random.key(0), cfg.num_layers + 1)
-        if cfg.block_style == "maskgit" and not deterministic:
-            x = dropout(x, cfg.dropout_rate, keys[-1], deterministic)
-        x = x.astype(dtype)
-        x = self._run_blocks(x, keys[:-1], cond_vec, context, context_mask, deterministic)
-        return self._head(x).astype(jnp.float32)
+        return x, cond_vec, context, context_mask
 
     # ------------------------------------------------------------------------------------------
+    @scoped("layers")
     def _run_blocks(self, x, keys, cond, context, context_mask, deterministic):
         """Scan the stacked blocks over their leading (layer) axis.
 
@@ -245,9 +259,10 @@ class MaskedTransformer(nnx.Module):
 
         if self.config.remat:
             body = jax.checkpoint(body, prevent_cse=False)
-        x, _ = jax.lax.scan(body, x, (stacked, keys))
+        x, _ = jax.lax.scan(body, x, (stacked, keys), unroll=self.config.scan_unroll)
         return x
 
+    @scoped("head")
     def _head(self, x):
         cfg = self.config
         if cfg.block_style == "maskgit":

@@ -66,3 +66,23 @@ def test_train_benchmark_smoke(tmp_path):
     # XLA counts the matmuls and attention (and elementwise work and the optimiser on top of them)
     analytic = tr["analytic_flops_per_step"]["value"]
     assert analytic <= tr["model_flops_per_step"]["value"] <= 3 * analytic
+
+
+def test_breakdown_benchmark_smoke(tmp_path):
+    """`benchmarks/breakdown.py --smoke`: both cases attribute their time to the model's parts."""
+    module = _load("breakdown")
+    for case, expected in (("generation", {"transformer/layers/attention", "transformer/layers/mlp", "sampling",
+                                           "vqgan_decoder"}),
+                           ("train", {"transformer/layers/attention", "transformer/layers/attention [backward]",
+                                      "loss", "optimizer", "ema"})):
+        out = tmp_path / f"{case}.json"
+        returned = module.main(["--smoke", "--case", case, "--json", str(out), "--trace-dir", str(tmp_path / case)])
+        records = json.loads(out.read_text())
+        assert records == json.loads(json.dumps(returned))
+        by_scope = {r["scope"]: r for r in records}
+        assert expected <= set(by_scope), expected - set(by_scope)
+        total = by_scope["(all ops)"]["seconds_per_call"]
+        assert _finite_positive(total) and _finite_positive(by_scope["(wall)"]["seconds_per_call"])
+        parts = [r["seconds_per_call"] for r in records if not r["scope"].startswith("(all") and r["scope"] != "(wall)"]
+        assert math.isclose(sum(parts), total, rel_tol=1e-6)
+        assert all(r["case"] == case and r["batch"] == 2 and r["device"] for r in records)

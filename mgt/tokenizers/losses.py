@@ -25,6 +25,8 @@ import jax.numpy as jnp
 import numpy as np
 from flax import nnx, struct
 
+from mgt.profiling import scoped
+
 __all__ = [
     "TokenizerLossConfig", "StyleGANDiscriminator", "DiscriminatorBlock", "blur_downsample",
     "minibatch_stddev", "generator_loss", "discriminator_loss", "r1_penalty", "LecamEMA",
@@ -134,6 +136,7 @@ class StyleGANDiscriminator(nnx.Module):
         self.dense_0 = nnx.Linear(width * h * w, width, dtype=dtype, rngs=rngs)
         self.dense_1 = nnx.Linear(width, 1, dtype=dtype, rngs=rngs)
 
+    @scoped("discriminator")
     def __call__(self, images):
         shape = tuple(images.shape)
         if len(shape) != 4 or shape[1:] != self.image_shape:
@@ -314,6 +317,7 @@ def make_perceptual_loss(weights_path: str | os.PathLike | None, weight: float) 
 
 
 # ---- weight EMA and schedules --------------------------------------------------------------------
+@scoped("ema")
 def ema_update(ema_state, new_state, decay: float = 0.999):
     """`decay · ema + (1 − decay) · new` over matching pytrees (e.g. `nnx.State`s of the generator's
     params); non-float leaves (counters, rng keys) are copied from `new_state`."""

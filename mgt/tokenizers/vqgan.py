@@ -20,6 +20,7 @@ import jax.numpy as jnp
 import numpy as np
 from flax import nnx
 
+from mgt.profiling import scoped
 from mgt.registry import flatten_dict, nest_dict
 from mgt.tokenizers.base import register_tokenizer
 from mgt.tokenizers.quantizers import VectorQuantizer
@@ -139,12 +140,14 @@ class VQGAN(nnx.Module):
         return self.decode_codes(self.quantizer.decode(tokens))
 
     # ---- continuous parts ----------------------------------------------------------------------
+    @scoped("vqgan_encoder")
     def encode_latents(self, images):
         """float32 `[B, H, W, C]` → float32 pre-quantization latents `[B, H/f, W/f, D]`."""
         self._check_shape(jnp.shape(images), "images")
         z = self.encoder(jnp.asarray(images).astype(jnp.dtype(self.config.dtype)))
         return z.astype(jnp.float32)
 
+    @scoped("vqgan_decoder")
     def decode_codes(self, codes):
         """Code vectors `[B, h, w, D]` (e.g. `quantizer.decode(tokens)`) → float32 `[B, h·f, w·f, C]`."""
         shape = tuple(jnp.shape(codes))

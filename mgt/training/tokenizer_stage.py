@@ -18,6 +18,7 @@ import optax
 from flax import nnx
 
 from mgt import sharding
+from mgt.profiling import scope
 from mgt.tokenizers import losses as tl
 from mgt.training.builders import make_tokenizer
 from mgt.training.optim import make_optimizer
@@ -123,8 +124,9 @@ class TokenizerStage:
 
         (loss, (recon, losses, metrics, rest, forward_params)), grads = jax.value_and_grad(
             generator_loss, has_aux=True)(state["params"])
-        updates, opt = self.tx.update(grads, state["opt"], state["params"])
-        params = optax.apply_updates(forward_params, updates)
+        with scope("optimizer"):
+            updates, opt = self.tx.update(grads, state["opt"], state["params"])
+            params = optax.apply_updates(forward_params, updates)
         new = dict(state, params=params, rest=rest, opt=opt, step=step + 1,
                    ema=tl.ema_update(state["ema"], params, float(tc.ema_decay)))
         out = {"loss": loss, "grad_norm": optax.global_norm(grads), **losses, **metrics}
@@ -143,9 +145,10 @@ class TokenizerStage:
 
             (d_loss, (real_logits, fake_logits)), d_grads = jax.value_and_grad(disc_loss, has_aux=True)(
                 state["disc_params"])
-            d_updates, d_opt = self.disc_tx.update(d_grads, state["disc_opt"], state["disc_params"])
-            new.update(disc_params=optax.apply_updates(state["disc_params"], d_updates), disc_opt=d_opt,
-                       lecam=state["lecam"].update(real_logits, fake_logits))
+            with scope("optimizer"):
+                d_updates, d_opt = self.disc_tx.update(d_grads, state["disc_opt"], state["disc_params"])
+                d_params = optax.apply_updates(state["disc_params"], d_updates)
+            new.update(disc_params=d_params, disc_opt=d_opt, lecam=state["lecam"].update(real_logits, fake_logits))
             out.update(discriminator_loss=d_loss, real_logit=real_logits.mean(), fake_logit=fake_logits.mean())
         return new, out
 

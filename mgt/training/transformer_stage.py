@@ -22,6 +22,7 @@ from flax import nnx
 
 from mgt import masking, sharding
 from mgt.pipeline import GenerationPipeline
+from mgt.profiling import scope
 from mgt.training.builders import transformer_config
 from mgt.tokenizers.losses import ema_update
 from mgt.training.optim import make_optimizer
@@ -169,14 +170,16 @@ class TransformerStage:
                 logits = model(inputs, labels=labels if conditional else None, drop_condition=drop,
                                deterministic=False, dropout_rng=k_dropout)
                 where = loss_mask if tc.loss_on == "masked" else None
-                loss = masking.masked_cross_entropy(logits, tokens, where, label_smoothing=float(tc.label_smoothing))
-                hit = (logits.argmax(-1) == tokens) & loss_mask
-                acc = hit.sum() / jnp.maximum(loss_mask.sum(), 1)
+                with scope("loss"):
+                    loss = masking.masked_cross_entropy(logits, tokens, where, label_smoothing=float(tc.label_smoothing))
+                    hit = (logits.argmax(-1) == tokens) & loss_mask
+                    acc = hit.sum() / jnp.maximum(loss_mask.sum(), 1)
                 return loss, (acc, nnx.state(model, nnx.Not(nnx.Param)))
 
         (loss, (acc, rest)), grads = jax.value_and_grad(loss_fn, has_aux=True)(state["params"])
-        updates, opt = self.tx.update(grads, state["opt"], state["params"])
-        params = optax.apply_updates(state["params"], updates)
+        with scope("optimizer"):
+            updates, opt = self.tx.update(grads, state["opt"], state["params"])
+            params = optax.apply_updates(state["params"], updates)
         new = dict(state, params=params, rest=rest, opt=opt, step=state["step"] + 1,
                    ema=ema_update(state["ema"], params, float(tc.ema_decay)))
         return new, {"loss": loss, "masked_accuracy": acc, "grad_norm": optax.global_norm(grads)}

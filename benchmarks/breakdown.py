@@ -1,0 +1,161 @@
+"""Where the time goes: a profile of the whole generation or of a training step, broken down by part.
+
+  generation  `mgt.GenerationPipeline.compile`: MaskGIT decoding (`--steps`, optional classifier-free
+              guidance) and the VQGAN decoder as one compiled program, on a batch of `--batch` labels
+  train       the transformer stage's compiled train step (`benchmarks/train.py`'s set-up: the official
+              recipe with a stub tokenizer, synthetic tokens), state threaded from step to step
+
+The program is compiled, run once, then `--repeats` calls run under `jax.profiler.trace`;
+`mgt.profiling.profile` reads the trace back and adds up each executed op's time by the named scopes
+the model's parts run under (transformer/layers/attention, .../mlp, .../norm, transformer/embed,
+transformer/head, sampling — the decoding loop's token choice and re-masking —, vqgan_decoder; a
+gradient's ops are marked [backward]). On GPU the times are the device's kernels and their sum
+against the wall time shows how busy the device is; on CPU they are XLA's host thunks (several may
+run at once on different threads). The raw trace stays in `--trace-dir` for TensorBoard's profile
+plugin or Perfetto.
+
+    python benchmarks/breakdown.py --model imagenet --batch 64 --dtype bfloat16 --json prof_gen.json
+    python benchmarks/breakdown.py --case train --batch 256 --dtype bfloat16 --json prof_train.json
+    python benchmarks/breakdown.py --model imagenet --batch 1 --repeats 2         # CPU: a few seconds a call
+    python benchmarks/breakdown.py --smoke --json /tmp/prof_smoke.json            # tiny models, seconds
+
+JSON: a list of records {"case", "scope", "seconds_per_call", "share", "device", "dtype", "batch",
+"model", "steps", "repeats", "wall_seconds", "op_seconds", "device_ops"}; `scope` "(all ops)" holds
+the summed op time and "(wall)" the median wall time of one call.
+"""
+
+from __future__ import annotations
+
+import argparse
+import dataclasses
+import importlib.util
+import math
+import os
+import sys
+
+import jax
+import numpy as np
+from flax import nnx
+
+from mgt.benchmarking import device_name, write_records
+from mgt.pipeline import GenerationPipeline
+from mgt.profiling import profile
+from mgt.transformer import MaskedTransformer
+
+CASES = ("generation", "train")
+
+
+def _sibling(name: str):
+    """Another script of this folder, imported as a module (its model sizes and set-up)."""
+    path = os.path.join(os.path.dirname(os.path.abspath(__file__)), f"{name}.py")
+    spec = importlib.util.spec_from_file_location(f"mgt_benchmark_{name}", path)
+    module = importlib.util.module_from_spec(spec)
+    spec.loader.exec_module(module)
+    return module
+
+
+def parse_args(argv=None) -> argparse.Namespace:
+    p = argparse.ArgumentParser(description=__doc__.split("\n\n")[0],
+                                formatter_class=argparse.RawDescriptionHelpFormatter)
+    p.add_argument("--case", choices=CASES, default="generation")
+    p.add_argument("--model", choices=("tiny", "imagenet"), default="imagenet",
+                   help="generation: transformer size (the VQGAN is the official one)")
+    p.add_argument("--tokens", type=int, default=256, help="generation: tokens per image (256: 16x16, 256 px)")
+    p.add_argument("--batch", type=int, default=None, help="default: 64 (generation) / 256 (train) on an "
+                   "accelerator, 1 / 2 on CPU")
+    p.add_argument("--steps", type=int, default=8, help="generation: decoding steps")
+    p.add_argument("--guidance", type=float, default=0.0, help="generation: classifier-free guidance scale")
+    p.add_argument("--dtype", choices=("float32", "bfloat16"), default=None,
+                   help="compute dtype (default: bfloat16 on an accelerator, float32 on CPU)")
+    p.add_argument("--remat", action="store_true", help="train: rematerialise the transformer layers")
+    p.add_argument("--repeats", type=int, default=3, help="profiled calls after the first one")
+    p.add_argument("--top", type=int, default=12, help="how many of the most expensive ops to list")
+    p.add_argument("--trace-dir", default=None, help="where to keep the raw trace (default: a temporary folder)")
+    p.add_argument("--seed", type=int, default=0)
+    p.add_argument("--smoke", action="store_true", help="tiny models, batch 2, one profiled call")
+    p.add_argument("--json", default=None, help="write the records to this JSON file")
+    args = p.parse_args(argv)
+    accelerator = jax.default_backend() != "cpu"
+    if args.smoke:
+        args.model, args.tokens, args.repeats = "smoke", 16, 1
+        args.batch = args.batch or 2
+    args.dtype = args.dtype or ("bfloat16" if accelerator else "float32")
+    if args.batch is None:
+        args.batch = {"generation": 64, "train": 256}[args.case] if accelerator else {"generation": 1, "train": 2}[args.case]
+    for name in ("batch", "steps", "repeats"):
+        if getattr(args, name) < 1:
+            p.error(f"--{name}={getattr(args, name)}; expected >= 1")
+    if math.isqrt(args.tokens) ** 2 != args.tokens:
+        p.error(f"--tokens={args.tokens} is not a square number (grids are square: 256 = 16x16)")
+    return args
+
+
+def generation_case(args):
+    """`(compiled, run, description)` of the whole generation."""
+    decode_bench = _sibling("decode")
+    side = math.isqrt(args.tokens)
+    cfg = decode_bench.transformer_config(args.model, side, args.dtype)
+    if args.guidance:
+        cfg = dataclasses.replace(cfg, null_condition=True)
+    transformer = MaskedTransformer(cfg, rngs=nnx.Rngs(args.seed))
+    vq = decode_bench.make_vqgan("tiny" if args.model == "smoke" else "official", args.dtype, args.seed)
+    labels = np.random.RandomState(args.seed).randint(0, cfg.num_classes, (args.batch,)).astype(np.int32)
+    compiled, run = GenerationPipeline(transformer, vq).compile(jax.random.key(args.seed), labels=labels,
+                                                                num_steps=args.steps, guidance_scale=args.guidance)
+    what = (f"MaskGIT {args.steps} steps{f' + guidance {args.guidance}' if args.guidance else ''} + VQGAN decode, "
+            f"{cfg.num_layers}x{cfg.hidden_dim} transformer, {args.tokens} tokens")
+    return compiled, run, what
+
+
+def train_case(args):
+    """`(compiled, run, description)` of the transformer stage's train step."""
+    from mgt.training.trainer import make_mesh
+    from mgt.training.transformer_stage import TransformerStage
+
+    train_bench = _sibling("train")
+    targs = argparse.Namespace(image_size=16 * math.isqrt(args.tokens), dtype=args.dtype, batch=args.batch,
+                               tokenizer_batch=args.batch, adversarial=False, smoke=args.model == "smoke")
+    config = train_bench.make_config(targs, remat=args.remat)
+    mesh = make_mesh(config)
+    with jax.set_mesh(mesh):
+        stage = TransformerStage(config, train_bench.StubTask(targs.image_size), mesh, workdir="/nonexistent",
+                                 tokenizer=train_bench.StubTokenizer(), tokenizer_step=0, quiet=True)
+        cfg = stage.model_config
+        rng = np.random.RandomState(args.seed)
+        batch = stage.batch_to_device({
+            "tokens": rng.randint(0, cfg.codebook_size, (args.batch,) + cfg.grid).astype(np.int32),
+            "label": rng.randint(0, cfg.num_classes, (args.batch,)).astype(np.int32)})
+        state = [stage.init_state()]
+        key = jax.random.key(args.seed)
+        compiled = stage.train_step.lower(state[0], batch, key).compile()
+
+    def run():  # the step donates its state: thread it from call to call
+        with jax.set_mesh(mesh):
+            state[0], _ = compiled(state[0], batch, key)
+        return state[0]
+
+    what = (f"transformer train step, {cfg.num_layers}x{cfg.hidden_dim}, T={cfg.seq_len}, "
+            f"remat {'on' if args.remat else 'off'}")
+    return compiled, run, what
+
+
+def main(argv=None) -> list[dict]:
+    """Profile one case; prints the breakdown and returns (and with `--json`, writes) the records."""
+    args = parse_args(argv)
+    device = device_name()
+    compiled, run, what = (generation_case if args.case == "generation" else train_case)(args)
+    print(f"profile: {args.case} — {what}; batch {args.batch}, {args.dtype}, {device}, {args.repeats} calls",
+          flush=True)
+    result = profile(run, compiled, repeats=args.repeats, trace_dir=args.trace_dir)
+    print(result.table(args.top))
+    print(f"\n  trace: {result.trace_dir}  (TensorBoard profile plugin or ui.perfetto.dev)")
+    common = dict(case=args.case, device=device, dtype=args.dtype, batch=args.batch, model=args.model,
+                  steps=args.steps if args.case == "generation" else None, repeats=args.repeats,
+                  wall_seconds=result.wall_seconds, op_seconds=result.op_seconds, device_ops=result.device_ops)
+    records = [dict(rec, **common) for rec in result.records()]
+    write_records(args.json, records)
+    return records
+
+
+if __name__ == "__main__":
+    main(sys.argv[1:])

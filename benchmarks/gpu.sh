@@ -1,0 +1,24 @@
+#!/usr/bin/env bash
+# Every speed measurement of the GPU targets, in one go (one device lease): bfloat16 generation at
+# batch 1 and 64 and the largest batch that fits, the AR baseline beside it, training throughput and
+# MFU at batch 256 with and without remat, and a profile of each.
+#
+#   bash benchmarks/gpu.sh OUTDIR        # JSON records and logs go to OUTDIR
+#
+# Each step's JSON is written as soon as it ends, so a run cut short keeps what it measured.
+set -u
+out=${1:?usage: bash benchmarks/gpu.sh OUTDIR}
+mkdir -p "$out"
+here=$(cd "$(dirname "$0")" && pwd)
+export PYTHONUNBUFFERED=1
+run() {  # name, then the command's arguments
+  local name=$1; shift
+  echo "=== $name: $*"
+  python "$@" 2>&1 | tee "$out/$name.log" | grep -v "^WARNING" | tail -40
+}
+python -c "import jax; print(jax.devices())"
+run decode    "$here/decode.py" --model imagenet --tokens 256 --batches 1,64 --steps 8,12 --methods maskgit,ar,vqgan,generation \
+              --dtype bfloat16 --max-batch 4096 --json "$out/decode.json"
+run gen_prof  "$here/breakdown.py" --model imagenet --batch 64 --dtype bfloat16 --json "$out/breakdown_generation.json"
+run train     "$here/train.py" --stages transformer,tokenizer --batch 256 --dtype bfloat16 --json "$out/train.json"
+run train_prof "$here/breakdown.py" --case train --batch 256 --dtype bfloat16 --json "$out/breakdown_train.json"
