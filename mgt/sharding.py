@@ -120,6 +120,21 @@ def batch_sharding(mesh: Mesh, ndim: int = 1) -> NamedSharding:
     return NamedSharding(mesh, P(BATCH_AXES, *([None] * (ndim - 1))))
 
 
+def to_host(x) -> np.ndarray:
+    """A (possibly sharded, possibly multi-process) array as one numpy array on every process."""
+    if jax.process_count() > 1 and isinstance(x, jax.Array) and not x.is_fully_addressable:
+        from jax.experimental import multihost_utils
+
+        return np.asarray(multihost_utils.process_allgather(x, tiled=True))
+    return np.asarray(x)
+
+
+def is_writer() -> bool:
+    """Whether this process writes shared files (logs, caches, sample grids): process 0 only, so that
+    several hosts training one model do not write the same file twice."""
+    return jax.process_index() == 0
+
+
 def shard_batch(batch, mesh: Mesh):
     """Put a host batch (pytree of arrays `[B, ...]`) on the mesh, split along the batch axis.
 

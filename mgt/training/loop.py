@@ -13,6 +13,7 @@ import os
 
 import jax
 
+from mgt.sharding import is_writer
 from mgt.training.checkpoint import Checkpointer
 from mgt.training.metrics import MetricsWriter
 
@@ -32,14 +33,14 @@ def run_stage(stage, *, workdir: str, config, meta: dict, quiet: bool = False):
     start = latest or 0
     if latest is not None:  # step 0 exists for converted / imported weights (fine-tuning starts there)
         state = ckpt.restore(state, data_iterator=iterator if latest > 0 else None)
-        if not quiet:
+        if not quiet and is_writer():
             print(f"[{stage.name}] resumed from step {start} ({ckpt.directory})", flush=True)
     total = stage.total_steps
     if start >= total:
         ckpt.close()
         return state
     writer = MetricsWriter(workdir, stage=stage.name, total_steps=total, start_step=start,
-                           log_every=int(config.log_every), quiet=quiet)
+                           log_every=int(config.log_every), quiet=quiet, write=is_writer())
     base_key = jax.random.key(int(config.seed))
     checkpoint_every = int(config.checkpoint_every) or total
     sample_every = int(config.sample_every)

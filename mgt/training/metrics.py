@@ -13,17 +13,20 @@ class MetricsWriter:
     """Appends scalar metrics to `<workdir>/metrics.jsonl` and TensorBoard, and shows progress.
 
     On a terminal a tqdm bar shows step, loss, steps/s and ETA; otherwise a plain line is printed
-    every `log_every` steps (CI logs and files stay readable).
+    every `log_every` steps (CI logs and files stay readable). With several JAX processes only
+    process 0 writes and shows anything (`write=False` on the others).
     """
 
     def __init__(self, workdir: str, *, stage: str, total_steps: int, start_step: int = 0, log_every: int = 50,
-                 tensorboard: bool = True, quiet: bool = False):
+                 tensorboard: bool = True, quiet: bool = False, write: bool = True):
         self.stage, self.total_steps, self.log_every = stage, total_steps, max(1, log_every)
         self.path = os.path.join(workdir, "metrics.jsonl")
-        os.makedirs(workdir, exist_ok=True)
-        self._file = open(self.path, "a", buffering=1)
-        self._tb = None
-        if tensorboard:
+        self._file = self._tb = None
+        quiet = quiet or not write
+        if write:
+            os.makedirs(workdir, exist_ok=True)
+            self._file = open(self.path, "a", buffering=1)
+        if tensorboard and write:
             try:
                 from tensorboardX import SummaryWriter
 
@@ -39,6 +42,8 @@ class MetricsWriter:
             self._bar = tqdm(total=total_steps, initial=start_step, desc=stage, dynamic_ncols=True)
 
     def write(self, step: int, scalars: dict) -> None:
+        if self._file is None:
+            return
         clean = {k: float(v) for k, v in scalars.items()}
         self._file.write(json.dumps({"stage": self.stage, "step": int(step), "time": time.time(), **clean}) + "\n")
         if self._tb is not None:
@@ -69,7 +74,8 @@ class MetricsWriter:
             self._bar.close()
         if self._tb is not None:
             self._tb.close()
-        self._file.close()
+        if self._file is not None:
+            self._file.close()
 
 
 def _fmt(seconds: float) -> str:

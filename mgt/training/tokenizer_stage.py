@@ -158,10 +158,11 @@ class TokenizerStage:
         source = self.task.source("test")
         images = np.stack([np.asarray(source[i]["image"], np.float32) / 255.0 for i in range(min(8, len(source)))])
         model = self.model_from_state(state)
-        recon = np.asarray(_reconstruct(nnx.graphdef(model), nnx.state(model), jnp.asarray(images)))
+        recon = sharding.to_host(_reconstruct(nnx.graphdef(model), nnx.state(model), jnp.asarray(images)))
         grid = np.concatenate([images, np.clip(recon, 0, 1)], 0)
         path = os.path.join(self.workdir, "samples", f"tokenizer_step_{step:06d}.png")
-        self.task.write_samples(path, grid, ncols=len(images))
+        if sharding.is_writer():
+            self.task.write_samples(path, grid, ncols=len(images))
 
 
 @functools.partial(jax.jit, static_argnums=0)

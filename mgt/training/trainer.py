@@ -31,12 +31,24 @@ class WorkdirMismatchError(ValueError):
 
 
 def maybe_initialize_distributed() -> None:
-    """`jax.distributed.initialize()` when a cluster environment is present (several hosts)."""
+    """`jax.distributed.initialize()` when a cluster environment is present (several hosts).
+
+    Clusters JAX detects by itself (SLURM, Open MPI, TPU pods, ...) need nothing more; anywhere else
+    set `JAX_COORDINATOR_ADDRESS=host:port`, `JAX_NUM_PROCESSES` and `JAX_PROCESS_ID` on every process.
+    """
     env = os.environ
     multi = ("JAX_COORDINATOR_ADDRESS" in env or ("SLURM_NTASKS" in env and int(env.get("SLURM_NTASKS", "1")) > 1)
              or "MEGASCALE_COORDINATOR_ADDRESS" in env or ("TPU_WORKER_HOSTNAMES" in env and "," in env["TPU_WORKER_HOSTNAMES"]))
-    if multi and not jax.distributed.is_initialized():
-        jax.distributed.initialize()
+    if not multi or jax.distributed.is_initialized():
+        return
+    kwargs = {}
+    for name, key in (("JAX_NUM_PROCESSES", "num_processes"), ("JAX_PROCESS_ID", "process_id")):
+        if name in env:
+            try:
+                kwargs[key] = int(env[name])
+            except ValueError:
+                raise ValueError(f"{name}={env[name]!r}; expected an integer") from None
+    jax.distributed.initialize(**kwargs)
 
 
 def make_mesh(config):
@@ -75,7 +87,7 @@ def check_workdir(config, workdir: str) -> None:
             raise WorkdirMismatchError(
                 f"workdir {workdir} holds another experiment ({path}); use a new --workdir or the same config. "
                 f"Differences: " + "; ".join(problems[:10]))
-    if jax.process_index() == 0:
+    if sharding.is_writer():
         os.makedirs(workdir, exist_ok=True)
         tmp = path + ".tmp"
         with open(tmp, "w") as f:
@@ -113,10 +125,10 @@ def train(config, workdir: str, *, stage: str = "all", quiet: bool = False) -> d
             tr_stage = TransformerStage(config, task, mesh, workdir=workdir, tokenizer=tokenizer,
                                         tokenizer_step=tok_step, quiet=quiet)
             out["transformer"] = run_stage(tr_stage, workdir=workdir, config=config, meta=meta, quiet=quiet)
-            if jax.process_index() == 0 and tr_stage.objective == "maskgit" and int(config.sample.per_class) > 0:
+            if tr_stage.objective == "maskgit" and int(config.sample.per_class) > 0:
                 path = tr_stage.write_samples(out["transformer"], tr_stage.total_steps,
                                               path=os.path.join(workdir, "samples", "final.png"))
-                if not quiet and path:
+                if not quiet and path and sharding.is_writer():
                     print(f"[transformer] sample grid written to {path}", flush=True)
     return out
 

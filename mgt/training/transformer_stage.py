@@ -116,6 +116,8 @@ class TransformerStage:
                 all_tokens.append(np.asarray(encode(state, jnp.asarray(images)))[:n])
                 all_labels.append(np.asarray(batch["label"], np.int32))
         tokens, labels = np.concatenate(all_tokens), np.concatenate(all_labels)
+        if not sharding.is_writer():  # every process tokenizes the same data; one writes the cache
+            return tokens, labels
         os.makedirs(os.path.dirname(path), exist_ok=True)
         for old in os.listdir(os.path.dirname(path)):
             if old.startswith("tokens_") and old.endswith(".npz"):
@@ -201,6 +203,8 @@ class TransformerStage:
                             num_steps=int(s.num_steps), choice_temperature=float(s.choice_temperature),
                             temperature=float(s.temperature),
                             guidance_scale=float(s.guidance) if self.model_config.null_condition else 0.0)
+        out = sharding.to_host(out)  # every process generates (SPMD); one writes the grid
         path = path or os.path.join(self.workdir, "samples", f"transformer_step_{step:06d}.png")
-        self.task.write_samples(path, np.asarray(out), labels, ncols=per * (2 if per < 5 else 1) if conditional else None)
+        if sharding.is_writer():
+            self.task.write_samples(path, out, labels, ncols=per * (2 if per < 5 else 1) if conditional else None)
         return path
