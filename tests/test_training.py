@@ -73,6 +73,29 @@ def test_sample_npz_and_png(workdir, tmp_path, capsys):
     assert Image.open(png).size[0] > 64
 
 
+def test_digits_quality_benchmark_on_a_trained_workdir(workdir, tmp_path):
+    """`benchmarks/digits_quality.py`: classifier score and diversity for two guidance scales."""
+    import importlib.util
+
+    spec = importlib.util.spec_from_file_location("mgt_benchmark_digits_quality",
+                                                  os.path.join(ROOT, "benchmarks", "digits_quality.py"))
+    module = importlib.util.module_from_spec(spec)
+    spec.loader.exec_module(module)
+    out = tmp_path / "q.json"
+    records = module.main(["--workdir", workdir, "--per-class", "3", "--guidance", "0,2", "--json", str(out)])
+    assert json.loads(out.read_text()) == json.loads(json.dumps(records))
+    assert [r["guidance"] for r in records] == [0.0, 2.0]
+    for r in records:
+        assert r["samples"] == 30 and set(r["per_class"]) == set(range(10))
+        assert 0.0 <= r["samples_labelled_with_their_class"] <= 1.0
+        assert r["classifier_accuracy_real_heldout"] > 0.9  # the SVC on real digits
+        assert r["within_class_spread"] > 0 and r["diversity_vs_real"] == pytest.approx(
+            r["within_class_spread"] / r["within_class_spread_real"])
+    # the spread measure itself: identical examples have none, two distinct ones their distance
+    feats = np.array([[0.0, 0.0], [3.0, 4.0], [1.0, 1.0], [1.0, 1.0]])
+    assert module.within_class_spread(feats, np.array([0, 0, 1, 1])) == pytest.approx((5.0 + 0.0) / 2)
+
+
 def test_cli_errors_are_one_line(workdir, tmp_path, capsys):
     assert cli.main(["sample", "--workdir", workdir, "--labels", "0,12", "--out", str(tmp_path / "x.png")]) == 1
     err = capsys.readouterr().err
