@@ -232,31 +232,33 @@ def test_same_losses_on_1_and_8_devices(straight_run, tmp_path):
 
 
 @pytest.mark.multidevice
-def test_two_processes_train_one_model(tmp_path):
-    """Two JAX processes (2 fake CPU devices each, a (2, 2) mesh over both) train together: batches
-    are assembled from per-process data, checkpoints hold each process's data-iterator state, and
-    shared files — metrics, token cache, sample grid — are written once."""
+def test_two_processes_train_one_model(straight_run, tmp_path):
+    """Two JAX processes (2 fake CPU devices each, a (2, 2) mesh over both) train the transformer
+    together from the single-device run's tokenizer checkpoint: batches are assembled from
+    per-process data, checkpoints hold each process's data-iterator state, and shared files —
+    metrics, token cache, sample grid — are written once."""
     import socket
 
+    straight, _ = straight_run
+    run = str(tmp_path / "run")
+    os.makedirs(run)
+    shutil.copytree(os.path.join(straight, "tokenizer"), os.path.join(run, "tokenizer"))
     with socket.socket() as s:
         s.bind(("localhost", 0))
         port = s.getsockname()[1]
-    run = str(tmp_path / "run")
-    procs = [_run_train(run, "--config.mesh.data=2", "--config.mesh.fsdp=2", "--config.sample.per_class=1",
-                        wait=False, env={"XLA_FLAGS": "--xla_force_host_platform_device_count=2",
-                                         "JAX_COORDINATOR_ADDRESS": f"localhost:{port}", "JAX_NUM_PROCESSES": "2",
-                                         "JAX_PROCESS_ID": str(i)})
+    procs = [_run_train(run, "--stage", "transformer", "--config.mesh.data=2", "--config.mesh.fsdp=2",
+                        "--config.sample.per_class=1", wait=False,
+                        env={"XLA_FLAGS": "--xla_force_host_platform_device_count=2", "JAX_NUM_PROCESSES": "2",
+                             "JAX_COORDINATOR_ADDRESS": f"localhost:{port}", "JAX_PROCESS_ID": str(i)})
              for i in range(2)]
     for p in procs:
         _, err = p.communicate(timeout=600)
         assert p.returncode == 0, err[-3000:].decode()
     records = _records(run)
-    assert [(r["stage"], r["step"]) for r in records] == [("tokenizer", s) for s in range(1, 5)] + \
-        [("transformer", s) for s in range(1, 9)]
+    assert [(r["stage"], r["step"]) for r in records] == [("transformer", s) for s in range(1, 9)]
     assert all(np.isfinite(r["loss"]) for r in records)
-    for stage, step in (("tokenizer", 4), ("transformer", 8)):
-        data = os.path.join(run, stage, "checkpoints", str(step), "data")
-        assert sorted(f for f in os.listdir(data) if f.endswith(".json")) == ["process_0-of-2.json", "process_1-of-2.json"]
+    data = os.path.join(run, "transformer", "checkpoints", "8", "data")
+    assert sorted(f for f in os.listdir(data) if f.endswith(".json")) == ["process_0-of-2.json", "process_1-of-2.json"]
     assert os.path.exists(os.path.join(run, "samples", "final.png"))
     assert len([f for f in os.listdir(os.path.join(run, "transformer")) if f.startswith("tokens_")]) == 1
 
