@@ -20,8 +20,11 @@ plugin or Perfetto.
     python benchmarks/breakdown.py --smoke --json /tmp/prof_smoke.json            # tiny models, seconds
 
 JSON: a list of records {"case", "scope", "seconds_per_call", "share", "device", "dtype", "batch",
-"model", "steps", "repeats", "wall_seconds", "op_seconds", "device_ops"}; `scope` "(all ops)" holds
-the summed op time and "(wall)" the median wall time of one call.
+"model", "steps", "repeats", "wall_seconds", "op_seconds", "device_ops", "model_flops_per_call",
+"achieved_flops_per_second", "mfu", "peak_name"}; `scope` "(all ops)" holds the summed op time and
+"(wall)" the median wall time of one call. Model FLOPs are XLA's count of the same computation
+compiled with the layer loop unrolled (generation: the transformer forward × steps + the VQGAN
+decoder); MFU divides the achieved rate by the device's peak (`benchmarks/train.py`'s table).
 """
 
 from __future__ import annotations
@@ -90,8 +93,25 @@ def parse_args(argv=None) -> argparse.Namespace:
     return args
 
 
+def generation_flops(transformer, vq, batch: int, steps: int, guided: bool) -> float:
+    """Model FLOPs of one generation call by XLA's count: `steps` transformer forwards (over 2·batch
+    rows with guidance; counted from a compile with the layer loop unrolled — XLA counts a loop body
+    once) plus the VQGAN decoder on `batch` grids."""
+    cost = _sibling("train").cost_flops
+    cfg = dataclasses.replace(transformer.config, scan_unroll=True)
+    graphdef, state = nnx.split(MaskedTransformer(cfg, rngs=nnx.Rngs(0)))
+    rows = batch * (2 if guided else 1)
+    tokens = jax.ShapeDtypeStruct((rows,) + cfg.grid, jax.numpy.int32)
+    labels = jax.ShapeDtypeStruct((rows,), jax.numpy.int32)
+    forward = jax.jit(lambda s, t, l: nnx.merge(graphdef, s, copy=True)(t, labels=l)).lower(state, tokens, labels)
+    vq_graphdef, vq_state = nnx.split(vq)
+    decode = jax.jit(lambda s, t: nnx.merge(vq_graphdef, s, copy=True).decode(t)).lower(
+        vq_state, jax.ShapeDtypeStruct((batch,) + cfg.grid, jax.numpy.int32))
+    return steps * cost(forward.compile()) + cost(decode.compile())
+
+
 def generation_case(args):
-    """`(compiled, run, description)` of the whole generation."""
+    """`(compiled, run, description, model FLOPs per call)` of the whole generation."""
     decode_bench = _sibling("decode")
     side = math.isqrt(args.tokens)
     cfg = decode_bench.transformer_config(args.model, side, args.dtype)
@@ -104,11 +124,11 @@ def generation_case(args):
                                                                 num_steps=args.steps, guidance_scale=args.guidance)
     what = (f"MaskGIT {args.steps} steps{f' + guidance {args.guidance}' if args.guidance else ''} + VQGAN decode, "
             f"{cfg.num_layers}x{cfg.hidden_dim} transformer, {args.tokens} tokens")
-    return compiled, run, what
+    return compiled, run, what, generation_flops(transformer, vq, args.batch, args.steps, bool(args.guidance))
 
 
 def train_case(args):
-    """`(compiled, run, description)` of the transformer stage's train step."""
+    """`(compiled, run, description, model FLOPs per call)` of the transformer stage's train step."""
     from mgt.training.trainer import make_mesh
     from mgt.training.transformer_stage import TransformerStage
 
@@ -128,6 +148,10 @@ def train_case(args):
         state = [stage.init_state()]
         key = jax.random.key(args.seed)
         compiled = stage.train_step.lower(state[0], batch, key).compile()
+        counted = TransformerStage(train_bench.make_config(targs, remat=False, unroll=True), stage.task, mesh,
+                                   workdir="/nonexistent", tokenizer=train_bench.StubTokenizer(), tokenizer_step=0,
+                                   quiet=True).train_step.lower(state[0], batch, key).compile()
+        flops = train_bench.cost_flops(counted) * mesh.size
 
     def run():  # the step donates its state: thread it from call to call
         with jax.set_mesh(mesh):
@@ -136,22 +160,28 @@ def train_case(args):
 
     what = (f"transformer train step, {cfg.num_layers}x{cfg.hidden_dim}, T={cfg.seq_len}, "
             f"remat {'on' if args.remat else 'off'}")
-    return compiled, run, what
+    return compiled, run, what, flops
 
 
 def main(argv=None) -> list[dict]:
     """Profile one case; prints the breakdown and returns (and with `--json`, writes) the records."""
     args = parse_args(argv)
     device = device_name()
-    compiled, run, what = (generation_case if args.case == "generation" else train_case)(args)
+    compiled, run, what, flops = (generation_case if args.case == "generation" else train_case)(args)
+    peak, peak_name = _sibling("train").peak_flops(args.dtype)
     print(f"profile: {args.case} — {what}; batch {args.batch}, {args.dtype}, {device}, {args.repeats} calls",
           flush=True)
     result = profile(run, compiled, repeats=args.repeats, trace_dir=args.trace_dir)
     print(result.table(args.top))
-    print(f"\n  trace: {result.trace_dir}  (TensorBoard profile plugin or ui.perfetto.dev)")
+    achieved = flops / result.wall_seconds
+    mfu = None if peak is None else achieved / (peak * jax.device_count())
+    print(f"\n  model FLOPs per call {flops / 1e9:.1f} GFLOP (XLA's count); achieved {achieved / 1e12:.3f} TFLOP/s"
+          + ("" if mfu is None else f" = {100 * mfu:.1f} % of {peak_name}") + " at the wall time")
+    print(f"  trace: {result.trace_dir}  (TensorBoard profile plugin or ui.perfetto.dev)")
     common = dict(case=args.case, device=device, dtype=args.dtype, batch=args.batch, model=args.model,
                   steps=args.steps if args.case == "generation" else None, repeats=args.repeats,
-                  wall_seconds=result.wall_seconds, op_seconds=result.op_seconds, device_ops=result.device_ops)
+                  wall_seconds=result.wall_seconds, op_seconds=result.op_seconds, device_ops=result.device_ops,
+                  model_flops_per_call=flops, achieved_flops_per_second=achieved, mfu=mfu, peak_name=peak_name)
     records = [dict(rec, **common) for rec in result.records()]
     write_records(args.json, records)
     return records

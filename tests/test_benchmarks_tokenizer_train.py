@@ -86,3 +86,7 @@ def test_breakdown_benchmark_smoke(tmp_path):
         parts = [r["seconds_per_call"] for r in records if not r["scope"].startswith("(all") and r["scope"] != "(wall)"]
         assert math.isclose(sum(parts), total, rel_tol=1e-6)
         assert all(r["case"] == case and r["batch"] == 2 and r["device"] for r in records)
+        rec = records[0]
+        assert _finite_positive(rec["model_flops_per_call"]) and rec["mfu"] is None  # CPU: no peak known
+        assert math.isclose(rec["achieved_flops_per_second"], rec["model_flops_per_call"] / rec["wall_seconds"],
+                            rel_tol=1e-9)
