@@ -78,6 +78,9 @@ def parse_args(argv=None) -> argparse.Namespace:
     p.add_argument("--dtype", choices=("float32", "bfloat16"), default=None,
                    help="compute dtype, parameters stay float32 (default: bfloat16 — the recipe's — on an "
                         "accelerator, float32 on CPU)")
+    p.add_argument("--attention-dropout", type=float, default=None,
+                   help="transformer attention dropout (default: the recipe's 0.1, which keeps the explicit "
+                        "attention path; 0 lets XLA / cuDNN use fused attention)")
     p.add_argument("--adversarial", action="store_true",
                    help="tokenizer: add the discriminator (official adversarial weight 0.1, R1 10)")
     p.add_argument("--image-size", type=int, default=256, help="image side (256: 16×16 tokens, 257 positions)")
@@ -202,6 +205,8 @@ def make_config(args, *, remat: bool = True, unroll: bool = False):
     c.data.num_workers = 0
     c.model.dtype = args.dtype
     c.model.remat = bool(remat)
+    if getattr(args, "attention_dropout", None) is not None:
+        c.model.attention_dropout_rate = float(args.attention_dropout)
     if unroll:
         c.model.scan_unroll = True
     c.tokenizer.dtype = args.dtype
