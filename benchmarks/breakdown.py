@@ -31,6 +31,7 @@ from __future__ import annotations
 
 import argparse
 import dataclasses
+import functools
 import importlib.util
 import math
 import os
@@ -48,6 +49,7 @@ from mgt.transformer import MaskedTransformer
 CASES = ("generation", "train")
 
 
+@functools.cache
 def _sibling(name: str):
     """Another script of this folder, imported as a module (its model sizes and set-up)."""
     path = os.path.join(os.path.dirname(os.path.abspath(__file__)), f"{name}.py")

@@ -4,8 +4,7 @@
 transformer marks its parts with it ("transformer", "embed", "layers", "attention", "mlp", "norm",
 "head"), the decoding loop its token choice ("sampling"), the VQGAN its encoder and decoder
 ("vqgan_encoder", "vqgan_decoder"), training its "masking", "loss", "optimizer", "ema" and
-"discriminator". Every HLO
-op then carries the chain of scopes it was traced under in its metadata (`op_name`, e.g.
+"discriminator". Every HLO op then carries the chain of scopes it was traced under in its metadata (`op_name`, e.g.
 `jit(f)/while/body/transformer/layers/while/body/attention/dot_general`).
 
 `profile(run, compiled)` calls `run` under `jax.profiler.trace`, reads the trace back with
@@ -52,7 +51,7 @@ def scoped(name: str):
     def decorate(fn):
         @functools.wraps(fn)
         def wrapper(*args, **kwargs):
-            with jax.named_scope(name):
+            with scope(name):
                 return fn(*args, **kwargs)
 
         return wrapper
