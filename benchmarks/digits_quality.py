@@ -21,44 +21,14 @@ from __future__ import annotations
 import argparse
 import time
 
-
-def _features(images):
-    import numpy as np
-
-    images = np.asarray(images, np.float32)
-    if images.max() > 1.5:
-        images = images / 255.0
-    grey = images.mean(-1) if images.ndim == 4 else images
-    return grey.reshape(len(grey), -1)
-
-
-def within_class_spread(features, labels) -> float:
-    """Mean pairwise Euclidean distance between examples of the same class, averaged over classes."""
-    import numpy as np
-
-    spreads = []
-    for c in np.unique(labels):
-        x = features[labels == c]
-        if len(x) < 2:
-            continue
-        sq = (x * x).sum(1)
-        d = np.sqrt(np.maximum(sq[:, None] + sq[None, :] - 2 * x @ x.T, 0))
-        spreads.append(d.sum() / (len(x) * (len(x) - 1)))
-    return float(np.mean(spreads))
+from mgt.modalities.image.metrics import grey_features, within_class_spread  # noqa: F401 (re-exported for tests)
 
 
 def train_classifier(image_size: int):
-    """SVC on real training digits → (classifier, accuracy on held-out real digits)."""
-    import numpy as np
-    from sklearn.svm import SVC
+    """SVC on real training digits → (classifier, accuracy on held-out real digits, their spread)."""
+    from mgt.modalities.image.metrics import digit_classifier
 
-    from mgt.modalities.image import DigitsSource
-
-    train = DigitsSource(image_size=image_size, split="train")
-    test = DigitsSource(image_size=image_size, split="test")
-    clf = SVC(gamma="scale", C=10.0).fit(_features(train.images), train.labels)
-    acc = float(np.mean(clf.predict(_features(test.images)) == test.labels))
-    return clf, acc, within_class_spread(_features(test.images), np.asarray(test.labels))
+    return digit_classifier(image_size)
 
 
 def main(argv=None):
@@ -75,14 +45,13 @@ def main(argv=None):
     import jax
     import numpy as np
 
+    import mgt
     from mgt.benchmarking import write_records
-    from mgt.pipeline import GenerationPipeline
-    from mgt.training.trainer import load_trained
 
-    config, task, tokenizer, transformer = load_trained(args.workdir)
+    pipe = mgt.load_pipeline(args.workdir)
+    config, task, transformer = pipe.config, pipe.task, pipe.transformer
     clf, real_acc, real_spread = train_classifier(task.image_size)
     labels = np.repeat(np.arange(transformer.config.num_classes, dtype=np.int32), args.per_class)
-    pipe = GenerationPipeline(transformer, tokenizer)
     s = config.sample
     try:
         scales = [float(s.guidance)] if args.guidance is None else [float(g) for g in args.guidance.split(",")]
@@ -98,7 +67,7 @@ def main(argv=None):
                                      **kwargs))
             for i in range(0, len(labels), 100)])
         seconds = time.time() - start
-        features = _features(np.clip(images, 0, 1))
+        features = grey_features(np.clip(images, 0, 1))
         pred = clf.predict(features)
         per_class = {int(c): float(np.mean(pred[labels == c] == c)) for c in np.unique(labels)}
         spread = within_class_spread(features, labels)

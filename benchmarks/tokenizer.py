@@ -105,7 +105,7 @@ def digits_config(variant: str | None = None):
 def load_tokenizer(workdir: str):
     """`(config, task, tokenizer with EMA weights, step)` from a workdir's latest tokenizer checkpoint.
 
-    Only the tokenizer checkpoint is needed (`load_trained` also wants the transformer's)."""
+    Only the tokenizer checkpoint is needed (`mgt.load_pipeline` also wants the transformer's)."""
     import jax
 
     from mgt.modalities import make_task

@@ -7,6 +7,7 @@ knows nothing of pixels, frames or samples; tokenizers (`mgt.tokenizers`) and mo
 
 from mgt import decoding, masking, schedules, sharding
 from mgt.ar import ARTransformer, ar_loss, ar_sample
+from mgt.condition import Condition
 from mgt.decoding import decode, decode_loop
 from mgt.masking import make_training_mask, masked_cross_entropy
 from mgt.pipeline import GenerationPipeline
@@ -16,8 +17,20 @@ from mgt.tokens import TokenSpec
 from mgt.transformer import MaskedTransformer, TransformerConfig
 
 __version__ = "0.1.0"
+
+
+def load_pipeline(workdir: str) -> GenerationPipeline:
+    """The generation pipeline of a trained workdir of any modality (class, text, video or audio
+    conditioned): `pipe.generate(rng, condition=...)`, `pipe.task.write_samples(path, outputs)`.
+    See `mgt.training.trainer.load_pipeline`."""
+    from mgt.training.trainer import load_pipeline as _load
+
+    return _load(workdir)
+
+
 __all__ = [
     "ARTransformer",
+    "Condition",
     "GenerationPipeline",
     "MaskedTransformer",
     "TokenSpec",
@@ -27,6 +40,7 @@ __all__ = [
     "decode",
     "decode_loop",
     "decoding",
+    "load_pipeline",
     "make_training_mask",
     "mask_ratio",
     "masked_cross_entropy",

@@ -170,9 +170,11 @@ class ARTransformer(MaskedTransformer):
         return self._head(x)[:, 0], KVCache(new_keys, new_values)
 
     # ---- host-side validation --------------------------------------------------------------------
-    def check_inputs(self, tokens=None, labels=None, *, batch_size: int | None = None):
-        """Validate concrete tokens / labels before compiling (AR inputs hold no mask ids)."""
-        super().check_inputs(tokens, labels, batch_size=batch_size, allow_mask=False)
+    def check_inputs(self, tokens=None, labels=None, *, context=None, context_mask=None,
+                     batch_size: int | None = None, allow_mask: bool = False):
+        """Validate concrete tokens and the condition before compiling (AR inputs hold no mask ids)."""
+        super().check_inputs(tokens, labels, context=context, context_mask=context_mask, batch_size=batch_size,
+                             allow_mask=False)
 
     # ---- pieces ----------------------------------------------------------------------------------
     @scoped("embed")
@@ -270,7 +272,7 @@ def ar_sample(model: ARTransformer, rng, *, labels=None, batch_size: int | None 
     batch_size = int(batch_size)
     if batch_size < 1:
         raise ValueError(f"batch_size={batch_size}; expected >= 1")
-    model.check_inputs(labels=labels, batch_size=batch_size)
+    model.check_inputs(labels=labels, context=context, context_mask=context_mask, batch_size=batch_size)
     if not temperature > 0:
         raise ValueError(f"temperature={temperature}; expected > 0")
     if top_k is not None and (int(top_k) != top_k or top_k < 1):

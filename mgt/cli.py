@@ -1,14 +1,15 @@
 """The `mgt` command line: train, sample, edit, convert.
 
     mgt train  --config FILE[:variant] --workdir DIR [--stage tokenizer|transformer|all] [--config.x=y ...]
-    mgt sample --workdir DIR [--labels 0,1,2] [--num N] [--steps 8] [--guidance 0] [--temperature 1]
-               [--seed 0] --out FILE(.png|.npz)
-    mgt edit   --workdir DIR --image IN --box TOP,LEFT,HEIGHT,WIDTH [--label C] [--mode inpaint|outpaint|class]
-               --out OUT
+    mgt sample --workdir DIR [--num N] [--steps 8] [--guidance 0] [--temperature 1] [--seed 0] --out FILE
+               [the modality's options, e.g. --labels 0,1,2]
+    mgt edit   --workdir DIR [--steps 12] [--seed 0] --out FILE [the modality's options]
     mgt convert maskgit --tokenizer FILE --transformer FILE --workdir DIR
 
-A user mistake (a missing file, a bad box, labels outside the model's classes, a workdir of another
-experiment) ends with a one-line error and a non-zero exit status, never a traceback from JAX.
+`sample` and `edit` parse the generic options and hand the rest to the workdir's task
+(`mgt.modalities.Task`): `mgt sample --workdir DIR --help` lists them. A user mistake (a missing
+file, an option the modality does not take, a workdir of another experiment, a path that cannot be
+written) ends with a one-line error and a non-zero exit status, never a traceback from JAX.
 """
 
 from __future__ import annotations
@@ -19,8 +20,8 @@ import sys
 
 COMMANDS = {
     "train": "train the tokenizer and/or the transformer from a config file",
-    "sample": "generate a labelled sample grid (.png) or arrays (.npz) from a trained workdir",
-    "edit": "inpaint, outpaint or class-edit an image with a trained workdir",
+    "sample": "generate samples from a trained workdir (the output format follows --out's extension)",
+    "edit": "edit an input with a trained workdir (the modality's edits; --workdir D --help lists them)",
     "convert": "convert official MaskGIT checkpoints into an mgt workdir",
 }
 
@@ -30,6 +31,8 @@ def main(argv=None) -> int:
     if not argv or argv[0] in ("-h", "--help", "help"):
         print(_usage())
         return 0
+    debug = "--debug" in argv  # show the traceback of an error instead of its one line
+    argv = [a for a in argv if a != "--debug"]
     command, rest = argv[0], argv[1:]
     if command not in COMMANDS:
         print(f"mgt: unknown command {command!r}; expected one of {sorted(COMMANDS)}\n\n{_usage()}", file=sys.stderr)
@@ -40,21 +43,32 @@ def main(argv=None) -> int:
     except KeyboardInterrupt:
         print(f"mgt {command}: interrupted", file=sys.stderr)
         return 130
+    except SystemExit as e:  # --help
+        return int(e.code or 0) if not isinstance(e.code, str) else 2
     except _USER_ERRORS() as e:
-        print(f"mgt {command}: error: {e}", file=sys.stderr)
+        if debug:
+            raise
+        print(f"mgt {command}: error: {_os_error(e)}", file=sys.stderr)
         return 1
 
 
 def _USER_ERRORS():
     from mgt.training.loop import TrainingDiverged
 
-    return (ValueError, FileNotFoundError, TrainingDiverged)
+    # OSError: a path that is a file, a folder, not writable, full — the system's words and the path
+    return (ValueError, OSError, TrainingDiverged)
+
+
+def _os_error(e: BaseException) -> str:
+    if isinstance(e, OSError) and e.filename is not None:
+        return f"{e.strerror or type(e).__name__}: {e.filename!r}"
+    return str(e)
 
 
 def _usage() -> str:
     lines = ["usage: mgt <command> [options]", "", "commands:"]
     lines += [f"  {name:<8} {text}" for name, text in COMMANDS.items()]
-    lines += ["", "Run `mgt <command> --help` for a command's options."]
+    lines += ["", "Run `mgt <command> --help` for a command's options; `--debug` shows a traceback on errors."]
     return "\n".join(lines)
 
 
@@ -104,133 +118,130 @@ def _train(argv) -> int:
     return 0
 
 
-# ---- sample --------------------------------------------------------------------------------------
+# ---- sample and edit: generic options here, the rest from the workdir's task ---------------------
+def _workdir_task(prog: str, argv):
+    """`(config, task)` of the workdir named in `argv` (read from its config.json; no weights loaded)."""
+    pre = argparse.ArgumentParser(prog=prog, add_help=False)
+    pre.add_argument("--workdir", default=None)
+    known, _ = pre.parse_known_args(argv)
+    if not known.workdir:
+        return None, None
+    from mgt.modalities import make_task
+    from mgt.training.trainer import load_config
+
+    config = load_config(known.workdir)
+    return config, make_task(config)
+
+
+def _positive(name):
+    def parse(text):
+        try:
+            value = int(text)
+        except ValueError:
+            raise argparse.ArgumentTypeError(f"{name} {text!r}: expected an integer >= 1") from None
+        if value < 1:
+            raise argparse.ArgumentTypeError(f"{name} {value}: expected an integer >= 1")
+        return value
+
+    return parse
+
+
+def _non_negative_float(name):
+    def parse(text):
+        try:
+            value = float(text)
+        except ValueError:
+            raise argparse.ArgumentTypeError(f"{name} {text!r}: expected a number >= 0") from None
+        if not value >= 0:
+            raise argparse.ArgumentTypeError(f"{name} {value}: expected a number >= 0")
+        return value
+
+    return parse
+
+
+def _parser(command: str, task, description: str) -> argparse.ArgumentParser:
+    p = _ArgumentParser(prog=f"mgt {command}", description=description,
+                        epilog=None if task else "Give --workdir to see the options of its modality.")
+    p.add_argument("--workdir", required=True, help="a trained (or converted) workdir")
+    p.add_argument("--seed", type=int, default=0)
+    p.add_argument("--out", required=True, help="output file; the modality's extensions "
+                   f"({', '.join(task.output_extensions) if task else 'e.g. .png, .npz'})")
+    return p
+
+
 def _sample(argv) -> int:
-    p = argparse.ArgumentParser(prog="mgt sample", description=COMMANDS["sample"])
-    p.add_argument("--workdir", required=True)
-    p.add_argument("--labels", default=None, help="comma-separated class ids, cycled to fill --num")
-    p.add_argument("--num", type=int, default=None, help="number of samples (default: labels × per_class)")
-    p.add_argument("--steps", type=int, default=None, help="decoding steps (default: the config's)")
-    p.add_argument("--guidance", type=float, default=None, help="classifier-free guidance scale")
+    config, task = _workdir_task("mgt sample", argv)
+    p = _parser("sample", task, COMMANDS["sample"])
+    p.add_argument("--num", type=_positive("--num"), default=None, help="number of samples (default: the modality's)")
+    p.add_argument("--steps", type=_positive("--steps"), default=None, help="decoding steps (default: the config's)")
+    p.add_argument("--guidance", type=_non_negative_float("--guidance"), default=None,
+                   help="classifier-free guidance scale, >= 0 (default: the config's)")
     p.add_argument("--temperature", type=float, default=None, help="sampling temperature")
     p.add_argument("--choice-temperature", type=float, default=None, help="Gumbel noise of the confidence")
-    p.add_argument("--seed", type=int, default=0)
-    p.add_argument("--out", required=True, help="output .png (labelled grid) or .npz (images, labels)")
+    if task is not None:
+        task.add_sample_arguments(p)
     args = p.parse_args(argv)
-    if not args.out.endswith((".png", ".npz")):
-        raise ValueError(f"--out {args.out!r}: expected a .png or .npz path")
+    task.check_output(args.out)
     import jax
     import numpy as np
 
-    from mgt.pipeline import GenerationPipeline
-    from mgt.training.trainer import load_trained
+    from mgt.training.trainer import load_pipeline
 
-    config, task, tokenizer, transformer = load_trained(args.workdir)
-    cfg = transformer.config
-    conditional = cfg.conditioning in ("class_token", "adaln")
+    condition, num = task.sample_condition(args, args.num)
+    _check_writable(args.out, "--out")
+    pipe = load_pipeline(args.workdir)
     s = config.sample
-    if args.labels is not None and not conditional:
-        raise ValueError("--labels given but the model in this workdir is unconditional")
-    if conditional:
-        if args.labels is None:
-            base = list(range(cfg.num_classes))
-            num = args.num or cfg.num_classes * int(s.per_class)
-        else:
-            try:
-                base = [int(x) for x in args.labels.split(",") if x.strip() != ""]
-            except ValueError:
-                raise ValueError(f"--labels {args.labels!r}: expected comma-separated integers") from None
-            bad = [x for x in base if not 0 <= x < cfg.num_classes]
-            if bad or not base:
-                raise ValueError(f"--labels {bad or args.labels}: expected class ids in [0, {cfg.num_classes})")
-            num = args.num or len(base)
-        if num < 1:
-            raise ValueError(f"--num {num}: expected >= 1")
-        labels = np.resize(np.asarray(base, np.int32), num)
-        if args.labels is None:
-            labels = np.sort(labels, kind="stable")
-    else:
-        num = args.num or 16
-        labels = None
     guidance = float(s.guidance) if args.guidance is None else args.guidance
-    pipe = GenerationPipeline(transformer, tokenizer)
-    images = pipe.generate(
-        jax.random.key(args.seed), labels=labels, batch_size=num,
+    outputs = pipe.generate(
+        jax.random.key(args.seed), condition=condition, batch_size=num,
         num_steps=int(args.steps or s.num_steps),
         choice_temperature=float(s.choice_temperature if args.choice_temperature is None else args.choice_temperature),
         temperature=float(s.temperature if args.temperature is None else args.temperature),
         guidance_scale=guidance)
-    out_labels = labels if labels is not None else np.zeros(num, np.int32)
-    ncols = None
-    if conditional and args.labels is None:
-        per = int(s.per_class)
-        ncols = per * (2 if per < 5 else 1) if num == cfg.num_classes * per else None  # whole classes per row
-    task.write_samples(args.out, np.asarray(images), out_labels, ncols=ncols)
+    task.write_samples(args.out, np.asarray(outputs), condition)
     print(f"wrote {num} samples to {args.out}")
     return 0
 
 
-# ---- edit ----------------------------------------------------------------------------------------
 def _edit(argv) -> int:
-    p = argparse.ArgumentParser(prog="mgt edit", description=COMMANDS["edit"])
-    p.add_argument("--workdir", required=True)
-    p.add_argument("--image", required=True)
-    p.add_argument("--box", required=True, help="TOP,LEFT,HEIGHT,WIDTH in pixels of the (resized) image")
-    p.add_argument("--label", type=int, default=None, help="class of the regenerated region")
-    p.add_argument("--mode", choices=("inpaint", "outpaint", "class"), default="inpaint",
-                   help="inpaint: regenerate the box; outpaint: keep the box, regenerate the rest; "
-                        "class: the official class-conditional edit (box grown by one token, 12 steps from step 2)")
-    p.add_argument("--steps", type=int, default=12)
-    p.add_argument("--seed", type=int, default=0)
-    p.add_argument("--out", required=True)
+    config, task = _workdir_task("mgt edit", argv)
+    p = _parser("edit", task, COMMANDS["edit"])
+    p.add_argument("--steps", type=_positive("--steps"), default=12, help="decoding steps")
+    if task is not None:
+        task.add_edit_arguments(p)
     args = p.parse_args(argv)
-    try:
-        box = tuple(int(x) for x in args.box.split(","))
-    except ValueError:
-        box = ()
-    if len(box) != 4:
-        raise ValueError(f"--box {args.box!r}: expected TOP,LEFT,HEIGHT,WIDTH (four integers)")
+    task.check_output(args.out)
+    _check_writable(args.out, "--out")
     import jax
-    import numpy as np
 
-    from mgt.modalities.image import editing
-    from mgt.sampling import model_logits_fn
-    from mgt.training.trainer import load_trained
+    from mgt.training.trainer import load_pipeline
 
-    config, task, tokenizer, transformer = load_trained(args.workdir)
-    image = task.read_input(args.image)[None]
-    cfg = transformer.config
-    conditional = cfg.conditioning in ("class_token", "adaln")
-    labels = None
-    if conditional:
-        if args.label is None:
-            raise ValueError(f"--label is required: the model is class-conditional (classes 0..{cfg.num_classes - 1})")
-        if not 0 <= args.label < cfg.num_classes:
-            raise ValueError(f"--label {args.label}: expected a class id in [0, {cfg.num_classes})")
-        labels = np.asarray([args.label], np.int32)
-    fn = model_logits_fn(transformer, labels=labels)
-    rng = jax.random.key(args.seed)
-    mask_id = transformer.spec.mask_id
-    f = tokenizer.downsample_factor if hasattr(tokenizer, "downsample_factor") else image.shape[1] // cfg.grid[0]
-    if args.mode == "class":
-        result = editing.class_edit(tokenizer, fn, image, box, rng, mask_id=mask_id, num_steps=args.steps)
-    else:
-        grow = 0
-        token_mask = editing.box_to_token_mask(box, image.shape[1:3], (image.shape[1] // f, image.shape[2] // f),
-                                               grow=grow)
-        if args.mode == "outpaint":
-            token_mask = ~token_mask
-        result = editing.inpaint(tokenizer, fn, image, token_mask, rng, mask_id=mask_id, num_steps=args.steps)
-    if args.out.endswith(".npz"):
-        np.savez(args.out, image=np.round(np.clip(np.asarray(result.image), 0, 1) * 255).astype(np.uint8))
-    else:
-        from PIL import Image
-
-        out = np.round(np.clip(np.asarray(result.image[0]), 0, 1) * 255).astype(np.uint8)
-        os.makedirs(os.path.dirname(os.path.abspath(args.out)), exist_ok=True)
-        Image.fromarray(out).save(args.out)
-    print(f"wrote the edited image to {args.out}")
+    pipe = load_pipeline(args.workdir)
+    outputs, condition = task.edit(args, pipe, jax.random.key(args.seed), num_steps=args.steps)
+    task.write_samples(args.out, outputs, condition, grid=False)
+    print(f"wrote the edited output to {args.out}")
     return 0
+
+
+def _check_writable(path: str, argument: str) -> None:
+    """Fail before any work when `path` cannot be written (a folder, or a place the user may not write)."""
+    if os.path.isdir(path):
+        raise ValueError(f"{argument} {path!r} is a folder; expected a file path")
+    folder = os.path.dirname(os.path.abspath(path))
+    existing = folder
+    while not os.path.exists(existing):
+        existing = os.path.dirname(existing)
+    if not os.path.isdir(existing):
+        raise ValueError(f"{argument} {path!r}: {existing!r} is a file, not a folder")
+    if not os.access(existing, os.W_OK) or (os.path.exists(path) and not os.access(path, os.W_OK)):
+        raise ValueError(f"{argument} {path!r}: no permission to write there")
+
+
+class _ArgumentParser(argparse.ArgumentParser):
+    """argparse whose errors are one-line ValueErrors (the CLI prints them as `mgt CMD: error: ...`)."""
+
+    def error(self, message):
+        raise ValueError(message)
 
 
 # ---- convert -------------------------------------------------------------------------------------

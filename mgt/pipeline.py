@@ -22,8 +22,11 @@ class GenerationPipeline:
     """A masked transformer and a tokenizer (any object with `decode(tokens)`; an nnx.Module's
     weights are passed to the compiled function as arguments)."""
 
-    def __init__(self, transformer, tokenizer):
+    def __init__(self, transformer, tokenizer, *, task=None, config=None, steps: dict | None = None):
         self.transformer, self.tokenizer = transformer, tokenizer
+        # set by `mgt.load_pipeline`: the workdir's task (reads inputs, writes outputs), its config and
+        # the checkpoint step of each stage
+        self.task, self.config, self.steps = task, config, dict(steps or {})
 
     @property
     def spec(self):
@@ -33,11 +36,13 @@ class GenerationPipeline:
         return self.generate(rng, decode_outputs=False, **kwargs)
 
     def generate(self, rng, *, labels=None, batch_size=None, tokens=None, context=None, context_mask=None,
-                 decode_outputs: bool = True, **decode_kwargs):
+                 condition=None, decode_outputs: bool = True, **decode_kwargs):
         """Generate `B` examples.
 
         Args:
           rng: one key or B keys. labels: int32 `[B]` for class-conditional models.
+          context / context_mask: float `[B, S, C]` / bool `[B, S]` for cross-attention models.
+          condition: a `mgt.Condition` instead of labels / context / context_mask.
           tokens: optional starting grid int32 `[B, *grid(, K)]` (mask id where to generate).
           **decode_kwargs: options of `mgt.decoding.decode` (num_steps, guidance_scale, ...).
         Returns:
@@ -46,9 +51,9 @@ class GenerationPipeline:
         """
         if decode_outputs and isinstance(self.tokenizer, nnx.Module):
             return _generate_jit(*self._jit_inputs(rng, labels, batch_size, tokens, context, context_mask,
-                                                   decode_kwargs))
+                                                   condition, decode_kwargs))
         fn, tokens = model_inputs(self.transformer, batch_size=batch_size, labels=labels, context=context,
-                                  context_mask=context_mask, tokens=tokens,
+                                  context_mask=context_mask, condition=condition, tokens=tokens,
                                   guidance_scale=decode_kwargs.get("guidance_scale", 0.0))
         out = decode(fn, tokens, rng, mask_id=self.spec.mask_id, **decode_kwargs)
         if decode_outputs:
@@ -56,7 +61,7 @@ class GenerationPipeline:
         return out
 
     def compile(self, rng, *, labels=None, batch_size=None, tokens=None, context=None, context_mask=None,
-                **decode_kwargs):
+                condition=None, **decode_kwargs):
         """Compile the whole generation ahead of time for these inputs (same arguments as `generate`).
 
         Returns `(compiled, run)`: the `jax.stages.Compiled` program (its `as_text()`, `cost_analysis()`,
@@ -66,14 +71,14 @@ class GenerationPipeline:
         if not isinstance(self.tokenizer, nnx.Module):
             raise ValueError(f"compile needs a tokenizer that is an nnx.Module; got {type(self.tokenizer).__name__}")
         fn, k_graph, k_state, tokens, keys, opts = self._jit_inputs(rng, labels, batch_size, tokens, context,
-                                                                    context_mask, decode_kwargs)
+                                                                    context_mask, condition, decode_kwargs)
         compiled = _generate_jit.lower(fn, k_graph, k_state, tokens, keys, opts).compile()
         return compiled, lambda: compiled(fn, k_state, tokens, keys)
 
-    def _jit_inputs(self, rng, labels, batch_size, tokens, context, context_mask, decode_kwargs):
+    def _jit_inputs(self, rng, labels, batch_size, tokens, context, context_mask, condition, decode_kwargs):
         """Host-checked arguments of `_generate_jit`."""
         fn, tokens = model_inputs(self.transformer, batch_size=batch_size, labels=labels, context=context,
-                                  context_mask=context_mask, tokens=tokens,
+                                  context_mask=context_mask, condition=condition, tokens=tokens,
                                   guidance_scale=decode_kwargs.get("guidance_scale", 0.0))
         tokens, keys, opts = prepare(fn, tokens, rng, mask_id=self.spec.mask_id, **decode_kwargs)
         k_graph, k_state = nnx.split(self.tokenizer)

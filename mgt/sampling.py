@@ -13,12 +13,13 @@ from typing import Any
 
 from flax import nnx, struct
 
+from mgt.condition import Condition
 from mgt.decoding import decode
 
 
 @struct.dataclass
 class ModelLogits:
-    """The decoding engine's `logits_fn` for an nnx model with a fixed condition, as a pytree.
+    """The decoding engine's `logits_fn` for an nnx model with a fixed `Condition`, as a pytree.
 
     Being a pytree (the model's weights and the condition are its leaves, the graph definition is
     static), it is passed to compiled functions as an argument: `mgt.decoding.decode` never bakes the
@@ -29,59 +30,72 @@ class ModelLogits:
 
     graphdef: Any = struct.field(pytree_node=False)
     state: Any
-    labels: Any = None
-    context: Any = None
-    context_mask: Any = None
+    condition: Condition = Condition()
 
     def __call__(self, tokens, drop_condition=None):
         # Merge inside every call: NNX modules must not cross JAX trace levels, and the decoding
         # loop calls this from inside its own lax.scan.
         model = nnx.merge(self.graphdef, self.state, copy=True)
-        lab, ctx, cmask = self.labels, self.context, self.context_mask
-        if drop_condition is not None:
-            reps = tokens.shape[0] // (lab.shape[0] if lab is not None else ctx.shape[0])
-            tile = lambda x: None if x is None else jnp.concatenate([x] * reps, 0)
-            lab, ctx, cmask = tile(lab), tile(ctx), tile(cmask)
-        return model(tokens, labels=lab, context=ctx, context_mask=cmask, drop_condition=drop_condition)
+        cond = self.condition
+        if drop_condition is not None and not cond.is_empty:
+            cond = cond.tile(tokens.shape[0] // cond.batch_size)
+        return model(tokens, **cond.with_drop(drop_condition).model_kwargs())
 
 
-def model_logits_fn(model, *, labels=None, context=None, context_mask=None) -> ModelLogits:
-    """`ModelLogits` for `model`: `fn(tokens, drop_condition=None) -> logits [B, ..., V]`."""
+def _condition(condition, labels, context, context_mask) -> Condition:
+    """One `Condition` from either a `condition` or the separate fields (not both)."""
+    if condition is not None:
+        if labels is not None or context is not None or context_mask is not None:
+            raise ValueError("pass either condition= or labels= / context= / context_mask=, not both")
+        return condition
+    return Condition(labels=labels, context=context, context_mask=context_mask)
+
+
+def model_logits_fn(model, *, labels=None, context=None, context_mask=None, condition=None) -> ModelLogits:
+    """`ModelLogits` for `model`: `fn(tokens, drop_condition=None) -> logits [B, ..., V]`.
+
+    The condition is `condition` (a `mgt.Condition`) or the separate `labels` / `context` /
+    `context_mask`; only what the model takes is kept (`TransformerConfig.condition_input`)."""
     graphdef, state = nnx.split(model)
-    labels = None if labels is None else jnp.asarray(labels, jnp.int32)
-    return ModelLogits(graphdef, state, labels, context, context_mask)
+    cond = _condition(condition, labels, context, context_mask)
+    cond = cond.for_model(model.config) if model.config.condition_input != "none" else Condition()
+    if cond.labels is not None:
+        cond = cond.replace(labels=jnp.asarray(cond.labels, jnp.int32))
+    return ModelLogits(graphdef, state, cond)
 
 
-def model_inputs(model, *, batch_size=None, labels=None, context=None, context_mask=None, tokens=None,
-                 guidance_scale=0.0):
+def model_inputs(model, *, batch_size=None, labels=None, context=None, context_mask=None, condition=None,
+                 tokens=None, guidance_scale=0.0):
     """Check a model's sampling inputs on the host → `(ModelLogits, starting tokens)`.
 
     The starting grid is all masked unless `tokens` is given; its batch size comes from
-    `batch_size`, `labels` or `context`.
+    `batch_size`, the condition or `tokens`.
     """
+    cond = _condition(condition, labels, context, context_mask)
     if tokens is None:
         if batch_size is None:
-            batch_size = len(labels) if labels is not None else (context.shape[0] if context is not None else None)
+            batch_size = cond.batch_size
         if batch_size is None:
             raise ValueError("sampling needs batch_size, labels, context or tokens to know the batch size")
         tokens = model.spec.masked(batch_size)
-    model.check_inputs(tokens, labels)
+    model.check_inputs(tokens, cond.labels, context=cond.context, context_mask=cond.context_mask)
     if guidance_scale and not model.config.null_condition:
         raise ValueError("guidance_scale != 0 needs a model trained with a null condition (null_condition=True)")
-    fn = model_logits_fn(model, labels=labels, context=context, context_mask=context_mask)
+    fn = model_logits_fn(model, condition=cond)
     return fn, np.asarray(tokens, np.int32)
 
 
 def sample(model, rng, *, batch_size: int | None = None, labels=None, context=None, context_mask=None,
-           tokens=None, mask_id: int | None = None, **decode_kwargs):
+           condition=None, tokens=None, mask_id: int | None = None, **decode_kwargs):
     """Generate token grids with `model` (its weights are arguments of the compiled loop).
 
     Args:
       model: a `MaskedTransformer`.
       rng: one PRNG key or B keys.
-      batch_size: B when neither `tokens` nor `labels` gives it.
+      batch_size: B when neither `tokens` nor the condition gives it.
       labels: int32 `[B]` for class-conditional models.
       context / context_mask: `[B, S, C]` / bool `[B, S]` for cross-attention models.
+      condition: a `mgt.Condition` instead of labels / context / context_mask.
       tokens: int32 `[B, *grid(, K)]` starting grid (partly known for editing); all masked by default.
       mask_id: defaults to the model's `spec.mask_id`.
       **decode_kwargs: options of `mgt.decoding.decode` (num_steps, schedule, guidance_scale, ...).
@@ -89,6 +103,6 @@ def sample(model, rng, *, batch_size: int | None = None, labels=None, context=No
       int32 tokens `[B, *grid(, K)]` (and the history with `return_history=True`).
     """
     fn, tokens = model_inputs(model, batch_size=batch_size, labels=labels, context=context,
-                              context_mask=context_mask, tokens=tokens,
+                              context_mask=context_mask, condition=condition, tokens=tokens,
                               guidance_scale=decode_kwargs.get("guidance_scale", 0.0))
     return decode(fn, tokens, rng, mask_id=model.spec.mask_id if mask_id is None else mask_id, **decode_kwargs)

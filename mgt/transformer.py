@@ -92,6 +92,12 @@ class TransformerConfig:
                          null_class=in_vocab and self.null_condition)
 
     @property
+    def condition_input(self) -> str:
+        """What the model is conditioned on: "labels" (class_token, adaln), "context"
+        (cross_attention) or "none" — the one place that maps conditionings to inputs."""
+        return condition_input(self.conditioning)
+
+    @property
     def num_prefix(self) -> int:
         return 1 if self.conditioning == "class_token" else 0
 
@@ -112,6 +118,11 @@ class TransformerConfig:
                       dropout_rate=0.1, attention_dropout_rate=0.1)
         kwargs.update(overrides)
         return cls(**kwargs)
+
+
+def condition_input(conditioning: str) -> str:
+    """What a model with this `conditioning` takes: "labels", "context" or "none"."""
+    return {"class_token": "labels", "adaln": "labels", "cross_attention": "context"}.get(conditioning, "none")
 
 
 def _check_choice(name, value, choices):
@@ -333,15 +344,17 @@ class MaskedTransformer(nnx.Module):
         return context, context_mask
 
     # ------------------------------------------------------------------------------------------
-    def check_inputs(self, tokens=None, labels=None, *, batch_size: int | None = None, allow_mask: bool = True):
-        """Validate concrete tokens / labels on the host before compiling; raises ValueError naming the
-        argument. `batch_size` checks the labels when no tokens are given."""
+    def check_inputs(self, tokens=None, labels=None, *, context=None, context_mask=None, batch_size: int | None = None,
+                     allow_mask: bool = True):
+        """Validate concrete tokens and the condition (labels, or context and its mask) on the host before
+        compiling; raises ValueError naming the argument. `batch_size` checks the condition when no
+        tokens are given."""
         import numpy as np
 
         if tokens is not None:
             self.spec.check_tokens(tokens, "tokens", allow_mask=allow_mask)
             batch_size = np.shape(tokens)[0]
-        if self.config.conditioning in ("class_token", "adaln"):
+        if self.config.condition_input == "labels":
             if labels is None:
                 raise ValueError(f"labels are required: this model is class-conditional "
                                  f"(conditioning={self.config.conditioning!r}); pass int32 [B]")
@@ -353,3 +366,13 @@ class MaskedTransformer(nnx.Module):
             if lab.size and (lab.min() < 0 or lab.max() >= self.config.num_classes):
                 raise ValueError(f"labels hold values outside [0, {self.config.num_classes}): "
                                  f"{sorted(set(lab.tolist()))[:5]}")
+        if self.config.condition_input == "context":
+            d = self.config.context_dim
+            if context is None:
+                raise ValueError(f"context is required: this model uses cross-attention; pass float [B, S, {d}]")
+            shape = np.shape(context)
+            if len(shape) != 3 or shape[-1] != d or (batch_size is not None and shape[0] != batch_size):
+                raise ValueError(f"context has shape {shape}; expected "
+                                 f"[{batch_size if batch_size is not None else 'B'}, S, {d}]")
+            if context_mask is not None and np.shape(context_mask) != shape[:2]:
+                raise ValueError(f"context_mask has shape {np.shape(context_mask)}; expected {shape[:2]} (bool [B, S])")

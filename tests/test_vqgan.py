@@ -17,7 +17,7 @@ import pytest
 from flax import nnx
 
 from mgt.tokenizers import Tokenizer, TrainableTokenizer, make_tokenizer
-from mgt.tokenizers import losses as L
+from mgt.tokenizers import image_losses as L
 from mgt.tokenizers.vqgan import VQGAN, VQGANConfig, from_official_tree, to_official_tree
 from mgt.tokenizers.vqgan_layers import ResBlock, avg_pool_2x2_same, swish
 
@@ -267,7 +267,9 @@ def test_gan_losses_lecam_ema_schedule():
     np.testing.assert_allclose(reg, 1.0 ** 2 + 0.5 ** 2)  # relu(0 - (-1))² + relu(1.5 - 1)²
 
     ema_params = {"w": jnp.zeros(2), "step": jnp.array(1)}
-    new = L.ema_update(ema_params, {"w": jnp.ones(2), "step": jnp.array(5)}, decay=0.9)
+    from mgt.training.state import ema_update
+
+    new = ema_update(ema_params, {"w": jnp.ones(2), "step": jnp.array(5)}, decay=0.9)
     np.testing.assert_allclose(new["w"], 0.1, rtol=1e-6)
     assert int(new["step"]) == 5
     assert [float(L.adversarial_weight_schedule(s, 10)) for s in (0, 9, 10, 11)] == [0.0, 0.0, 1.0, 1.0]

@@ -10,14 +10,17 @@ Every codec — mgt's own and a user's — is an object with:
 
 Tokenizers that mgt can train additionally implement `TrainableTokenizer.training_losses`: a
 forward pass in training mode returning the reconstruction and named scalar loss terms (the
-quantizer's commitment / codebook / entropy terms and the reconstruction loss); the trainer adds the
-perceptual and adversarial terms from `mgt.tokenizers.losses` and owns the optimiser. The trainable
-state is the module's `nnx.Param`s (plus any `nnx.BatchStat`-like state such as EMA codebooks).
+quantizer's commitment / codebook / entropy terms and the reconstruction loss). Terms that need
+more than the tokenizer — a discriminator, a perceptual network — come from the tokenizer class's
+`training_objective(train_config, input_shape, seed)`, a `TokenizerObjective` (the VQGAN's is the
+2D image one in `mgt.tokenizers.image_losses`; a video tokenizer brings a 3D discriminator, an
+audio codec STFT discriminators and mel losses). The tokenizer stage owns the optimisers and calls
+the objective's hooks; it knows nothing of what the inputs are. The trainable state is the module's
+`nnx.Param`s (plus any `nnx.BatchStat`-like state such as EMA codebooks).
 """
 
 from __future__ import annotations
 
-import importlib
 from typing import Any, Callable, Protocol, runtime_checkable
 
 from mgt.registry import Registry
@@ -51,7 +54,72 @@ class TrainableTokenizer(Tokenizer, Protocol):
         """
 
 
-_REGISTRY = Registry("tokenizer")
+class TokenizerObjective(Protocol):
+    """Training terms of a tokenizer beyond its own `training_losses`: discriminator(s) and auxiliary losses.
+
+    The tokenizer stage calls, in this order:
+      `prepare()` once before training (load what only training needs, e.g. local perceptual weights);
+      `make_discriminator(rngs)` when `has_discriminator` — any nnx.Module, trained by its own optimiser;
+      `init_state()` → a dict of extra non-trainable state kept in the train state (e.g. LeCAM EMAs);
+      `generator_losses(inputs, reconstructions, discriminator, step)` → weighted scalar terms added
+        to the tokenizer's loss (`discriminator` is None without one);
+      `discriminator_losses(discriminator, inputs, fakes, state)` → `(total, new extra state, metrics)`,
+        where `fakes` are the (gradient-stopped) reconstructions and `state` the extra state; the
+        objective decides what regularisers such as R1 apply to.
+    `inputs` are the task's model inputs, float32 `[B, *input_shape]`.
+    """
+
+    has_discriminator: bool
+
+    def prepare(self) -> None: ...
+
+    def make_discriminator(self, rngs) -> Any: ...
+
+    def init_state(self) -> dict: ...
+
+    def generator_losses(self, inputs, reconstructions, discriminator, step) -> dict[str, Any]: ...
+
+    def discriminator_losses(self, discriminator, inputs, fakes, state: dict) -> tuple[Any, dict, dict]: ...
+
+
+class ReconstructionObjective:
+    """The objective of a tokenizer that brings none: its own `training_losses` only, no discriminator."""
+
+    has_discriminator = False
+
+    def __init__(self, train_config=None, tokenizer_name: str = "this tokenizer"):
+        for field in ("adversarial_weight", "perceptual_weight"):
+            value = float((train_config or {}).get(field, 0.0) or 0.0)
+            if value > 0:
+                raise ValueError(f"config.tokenizer_train.{field}={value}: {tokenizer_name} brings no "
+                                 f"{field.split('_')[0]} loss (no `training_objective`); set it to 0")
+
+    def prepare(self) -> None:
+        pass
+
+    def make_discriminator(self, rngs):
+        return None
+
+    def init_state(self) -> dict:
+        return {}
+
+    def generator_losses(self, inputs, reconstructions, discriminator, step) -> dict:
+        return {}
+
+    def discriminator_losses(self, discriminator, inputs, fakes, state):
+        raise NotImplementedError("ReconstructionObjective has no discriminator")
+
+
+def training_objective(tokenizer_name: str, train_config, input_shape: tuple[int, ...], seed: int):
+    """The `TokenizerObjective` of the tokenizer class registered as (or imported from) `tokenizer_name`."""
+    factory = resolve_tokenizer(tokenizer_name)
+    make = getattr(factory, "training_objective", None)
+    if make is None:
+        return ReconstructionObjective(train_config, f"tokenizer {tokenizer_name!r}")
+    return make(train_config, tuple(input_shape), seed)
+
+
+_REGISTRY = Registry("tokenizer", builtin_modules=("mgt.tokenizers.vqgan",))
 
 
 def register_tokenizer(name: str):
@@ -60,40 +128,15 @@ def register_tokenizer(name: str):
 
 
 def registered_tokenizers() -> list[str]:
-    _import_builtin()
     return _REGISTRY.names()
 
 
 def resolve_tokenizer(name: str) -> Callable[..., Tokenizer]:
     """A registered name (`"vqgan"`) or an import path (`"my_pkg.codecs:PatchTokenizer"` or
     `"my_pkg.codecs.PatchTokenizer"`) → the class or factory."""
-    _import_builtin()
-    if name in _REGISTRY:
-        return _REGISTRY.get(name)
-    if ":" in name or "." in name:
-        module_name, _, attr = name.rpartition(":") if ":" in name else name.rpartition(".")
-        try:
-            module = importlib.import_module(module_name)
-        except ImportError as e:
-            raise ValueError(f"tokenizer {name!r}: cannot import module {module_name!r} ({e})") from None
-        if not hasattr(module, attr):
-            raise ValueError(f"tokenizer {name!r}: module {module_name!r} has no attribute {attr!r}")
-        return getattr(module, attr)
-    raise ValueError(
-        f"unknown tokenizer {name!r}; expected one of {_REGISTRY.names()} or an import path 'module:Class'"
-    )
+    return _REGISTRY.get(name)
 
 
 def make_tokenizer(name: str, **kwargs) -> Tokenizer:
     """Build a tokenizer by registered name or import path, passing `kwargs` to it."""
     return resolve_tokenizer(name)(**kwargs)
-
-
-def _import_builtin():
-    # Importing the built-in tokenizer modules registers them.
-    for module in ("mgt.tokenizers.vqgan",):
-        try:
-            importlib.import_module(module)
-        except ModuleNotFoundError as e:
-            if e.name != module:
-                raise

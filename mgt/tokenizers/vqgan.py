@@ -178,6 +178,14 @@ class VQGAN(nnx.Module):
         metrics["mse"] = jnp.mean(jnp.square(err))
         return recon, losses, metrics
 
+    @staticmethod
+    def training_objective(train_config, input_shape, seed: int):
+        """The terms beyond `training_losses` (perceptual, StyleGAN discriminator, R1, LeCAM): the
+        2D image objective of `mgt.tokenizers.image_losses`."""
+        from mgt.tokenizers.image_losses import ImageTokenizerObjective
+
+        return ImageTokenizerObjective(train_config, input_shape, seed)
+
     def _check_shape(self, shape, name, *, batched: bool = True):
         shape = tuple(shape)
         c, f = self.config.image_channels, self.downsample_factor

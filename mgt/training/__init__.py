@@ -2,7 +2,7 @@
 
 from mgt.training.checkpoint import CheckpointMismatchError, Checkpointer
 from mgt.training.loop import TrainingDiverged, run_stage
-from mgt.training.trainer import WorkdirMismatchError, load_config, load_trained, train
+from mgt.training.trainer import WorkdirMismatchError, load_config, load_pipeline, train
 
 __all__ = ["CheckpointMismatchError", "Checkpointer", "TrainingDiverged", "WorkdirMismatchError", "load_config",
-           "load_trained", "run_stage", "train"]
+           "load_pipeline", "run_stage", "train"]

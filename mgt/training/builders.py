@@ -7,7 +7,7 @@ import dataclasses
 from flax import nnx
 
 from mgt.tokenizers import base
-from mgt.transformer import TransformerConfig
+from mgt.transformer import TransformerConfig, condition_input
 
 _MODEL_FIELDS = {f.name for f in dataclasses.fields(TransformerConfig)}
 _RUN_ONLY_MODEL_KEYS = {"objective"}
@@ -34,7 +34,10 @@ def transformer_config(config, token_spec) -> TransformerConfig:
     unknown = sorted(set(m) - _MODEL_FIELDS)
     if unknown:
         raise ValueError(f"config.model has unknown fields {unknown}; expected some of {sorted(_MODEL_FIELDS)}")
-    conditional = m.get("conditioning", "none") in ("class_token", "adaln")
-    return TransformerConfig(grid=token_spec.grid, codebook_size=token_spec.codebook_size,
-                             num_levels=token_spec.num_levels,
-                             num_classes=int(config.data.num_classes) if conditional else 0, **m)
+    takes_labels = condition_input(m.get("conditioning", "none")) == "labels"
+    try:
+        return TransformerConfig(grid=token_spec.grid, codebook_size=token_spec.codebook_size,
+                                 num_levels=token_spec.num_levels,
+                                 num_classes=int(config.data.num_classes) if takes_labels else 0, **m)
+    except ValueError as e:
+        raise ValueError(f"config.model: {e}") from None

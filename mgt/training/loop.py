@@ -1,7 +1,10 @@
 """The step loop shared by every training stage: resume, steps, metrics, checkpoints, NaN guard.
 
-A stage provides `name`, `total_steps`, optionally `prepare_training()`, `init_state()`, `data_iterator()`, `batch_to_device(batch)`,
-`train_step(state, batch, rng) -> (state, metrics)` (compiled once) and `write_samples(state, step)`.
+A stage (`mgt.training.state.Stage`) provides `name`, `total_steps`, optionally `prepare_training()`,
+`init_state()`, `data_iterator()`, `batch_to_device(batch)`, `train_step(state, batch, rng) ->
+(state, metrics)` (compiled once), `write_samples(state, step, writer, path=None) -> metrics` (every
+`config.sample_every` steps; their metrics join that step's row) and optionally `final_samples_path`
+(samples of the finished run).
 Every random draw of step s comes from `fold_in(key(seed), s)`, and the data iterator's position is
 checkpointed with the state, so a run resumed from a checkpoint continues exactly where it stopped.
 """
@@ -60,12 +63,16 @@ def run_stage(stage, *, workdir: str, config, meta: dict, quiet: bool = False):
                     f"[{stage.name}] {bad[0]} is {metrics[bad[0]]} at step {done}; stopped before any checkpoint"
                 )
             writer.progress(done, {"loss": metrics.get("loss", float("nan"))})
-            if done % int(config.log_every) == 0 or done == total:
-                writer.write(done, metrics)
             if done % checkpoint_every == 0 or done == total:
                 ckpt.save(done, state, data_iterator=iterator, meta=meta)
+            sample_metrics = {}
             if sample_every and (done % sample_every == 0):
-                stage.write_samples(state, done, writer)
+                sample_metrics.update(stage.write_samples(state, done, writer) or {})
+            final_path = getattr(stage, "final_samples_path", None)
+            if done == total and final_path:
+                sample_metrics.update(stage.write_samples(state, done, writer, path=final_path) or {})
+            if done % int(config.log_every) == 0 or done == total or sample_metrics:
+                writer.write(done, {**metrics, **sample_metrics})
     finally:
         writer.close()
         ckpt.close()

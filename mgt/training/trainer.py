@@ -1,9 +1,12 @@
-"""`train(config, workdir, stage)`: the tokenizer stage, the transformer stage, or both in sequence.
+"""`train(config, workdir, stage)`: the tokenizer stage, the transformer stage, or both in sequence;
+`load_pipeline(workdir)`: the generation pipeline of a trained workdir, of any modality.
 
 The workdir holds one experiment: `config.json` (the config it was started with), one orbax
-checkpoint folder per stage, `metrics.jsonl`, TensorBoard events and sample grids. Started again with
+checkpoint folder per stage, `metrics.jsonl`, TensorBoard events and samples. Started again with
 the same command, a run continues from its latest checkpoints. A workdir holding another experiment
-(a different model, tokenizer or data) is refused.
+(a different model, tokenizer, or data in the sense of the task's `identity_keys`) is refused once a
+stage has started; before that a corrected config replaces the saved one. Every part of the config
+is checked (tokenizer and transformer built abstractly) before anything is written.
 """
 
 from __future__ import annotations
@@ -21,9 +24,9 @@ from mgt.training.tokenizer_stage import TokenizerStage
 from mgt.training.transformer_stage import TransformerStage
 
 STAGES = ("tokenizer", "transformer", "all")
-# Fields that define the experiment: a workdir is refused when one of them differs. The data source
-# may change (fine-tuning a converted or trained model on other images is legitimate).
-IDENTITY_KEYS = ("modality", "data.image_size", "data.num_classes", "tokenizer", "model")
+# Fields that define the experiment, with the task's own `identity_keys`: a workdir is refused when
+# one of them differs. The data source may change (fine-tuning on other data is legitimate).
+IDENTITY_KEYS = ("modality", "tokenizer", "model")
 
 
 class WorkdirMismatchError(ValueError):
@@ -73,15 +76,24 @@ def _diff(a, b, prefix=""):
     return [] if norm(a) == norm(b) else [f"{prefix}: {a!r} in the workdir, {b!r} now"]
 
 
-def check_workdir(config, workdir: str) -> None:
-    """Write `config.json` for a new workdir, or refuse one that holds another experiment."""
+def _stages_started(workdir: str) -> bool:
+    return any(os.path.isdir(os.path.join(workdir, name, "checkpoints")) and
+               any(n.isdigit() for n in os.listdir(os.path.join(workdir, name, "checkpoints")))
+               for name in ("tokenizer", "transformer"))
+
+
+def check_workdir(config, workdir: str, identity_keys=()) -> None:
+    """Write `config.json` for a new workdir, or refuse one that holds another experiment.
+
+    `identity_keys`: the task's own fields (besides `IDENTITY_KEYS`) that define the experiment. A
+    workdir whose stages have not saved a checkpoint yet accepts a different (corrected) config."""
     path = os.path.join(workdir, "config.json")
     now = json.loads(config.to_json())
-    if os.path.exists(path):
+    if os.path.exists(path) and _stages_started(workdir):
         with open(path) as f:
             saved = json.load(f)
         problems = []
-        for key in IDENTITY_KEYS:
+        for key in IDENTITY_KEYS + tuple(identity_keys):
             problems += _diff(_lookup(saved, key), _lookup(now, key), key)
         if problems:
             raise WorkdirMismatchError(
@@ -103,38 +115,47 @@ def load_config(workdir: str) -> ml_collections.ConfigDict:
         return ml_collections.ConfigDict(json.load(f))
 
 
+def _build_stages(config, task, mesh, workdir: str, *, quiet: bool):
+    """Both stages, the transformer's on an abstract tokenizer (shapes only): every config field is
+    checked here, before anything is written or trained."""
+    tok_stage = TokenizerStage(config, task, mesh, workdir=workdir)
+    abstract_tokenizer = sharding.abstract_model(tok_stage.make_model)
+    tr_stage = TransformerStage(config, task, mesh, workdir=workdir, tokenizer=abstract_tokenizer,
+                                tokenizer_step=0, quiet=quiet)
+    return tok_stage, tr_stage
+
+
 def train(config, workdir: str, *, stage: str = "all", quiet: bool = False) -> dict:
     """Train the requested stage(s). Returns `{"tokenizer": state, "transformer": state}` of what ran."""
     if stage not in STAGES:
         raise ValueError(f"--stage={stage!r}; expected one of {STAGES}")
     maybe_initialize_distributed()
-    check_workdir(config, workdir)
     task = make_task(config)
     mesh = make_mesh(config)
     meta = json.loads(config.to_json())
     out = {}
     with jax.set_mesh(mesh):
-        tok_stage = TokenizerStage(config, task, mesh, workdir=workdir)
+        tok_stage, tr_stage = _build_stages(config, task, mesh, workdir, quiet=quiet)
+        check_workdir(config, workdir, task.identity_keys)
         if stage in ("tokenizer", "all"):
             out["tokenizer"] = run_stage(tok_stage, workdir=workdir, config=config, meta=meta, quiet=quiet)
             tok_state, tok_step = out["tokenizer"], int(out["tokenizer"]["step"])
         if stage in ("transformer", "all"):
             if stage == "transformer":
                 tok_state, tok_step = latest_state(tok_stage, workdir, inference=True)
-            tokenizer = tok_stage.model_from_state(tok_state)
-            tr_stage = TransformerStage(config, task, mesh, workdir=workdir, tokenizer=tokenizer,
-                                        tokenizer_step=tok_step, quiet=quiet)
+            tr_stage.tokenizer, tr_stage.tokenizer_step = tok_stage.model_from_state(tok_state), tok_step
             out["transformer"] = run_stage(tr_stage, workdir=workdir, config=config, meta=meta, quiet=quiet)
-            if tr_stage.objective == "maskgit" and int(config.sample.per_class) > 0:
-                path = tr_stage.write_samples(out["transformer"], tr_stage.total_steps,
-                                              path=os.path.join(workdir, "samples", "final.png"))
-                if not quiet and path and sharding.is_writer():
-                    print(f"[transformer] sample grid written to {path}", flush=True)
     return out
 
 
-def load_trained(workdir: str):
-    """`(config, task, tokenizer, transformer)` from a workdir's latest checkpoints (EMA weights)."""
+def load_pipeline(workdir: str):
+    """The generation pipeline of a trained workdir (any modality; EMA weights of the latest checkpoints).
+
+    Returns a `mgt.GenerationPipeline` whose `task` reads inputs and writes outputs, `config` is the
+    workdir's config and `steps` the checkpoint step of each stage.
+    """
+    from mgt.pipeline import GenerationPipeline
+
     config = load_config(workdir)
     task = make_task(config)
     mesh = make_mesh(config)
@@ -144,6 +165,7 @@ def load_trained(workdir: str):
         tokenizer = tok_stage.model_from_state(tok_state)
         tr_stage = TransformerStage(config, task, mesh, workdir=workdir, tokenizer=tokenizer, tokenizer_step=tok_step,
                                     quiet=True)
-        tr_state, _ = latest_state(tr_stage, workdir, inference=True)
+        tr_state, tr_step = latest_state(tr_stage, workdir, inference=True)
         transformer = tr_stage.model_from_state(tr_state)
-    return config, task, tokenizer, transformer
+    return GenerationPipeline(transformer, tokenizer, task=task, config=config,
+                              steps={"tokenizer": tok_step, "transformer": tr_step})

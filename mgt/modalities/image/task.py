@@ -1,29 +1,38 @@
-"""The image task: what the trainer and the CLI need from the image modality, built from a config.
+"""The image task: the `Task` protocol for images, built from a config.
 
-`ImageTask(config)` knows the input shape, the class names, the training / evaluation data, how to
-write samples, and how to read an image from a file. The trainer never touches pixels itself.
+Model inputs are float32 `[S, S, 3]` in [0, 1] (`config.data.image_size` = S); sources are registered
+by name (`mgt.modalities.image.sources`); samples are written as a labelled PNG grid or an .npz of
+uint8 images; the edits are inpainting, outpainting and the official class-conditional edit.
 """
 
 from __future__ import annotations
 
+import argparse
 import os
 
 import numpy as np
 
+from mgt.condition import Condition
+from mgt.modalities import register_task
+from mgt.modalities.base import BaseTask, ensure_parent
 from mgt.modalities.image.preprocess import make_image_pipeline, resize_and_crop, to_float
 from mgt.modalities.image.sources import make_source
 from mgt.modalities.image.writer import save_image_grid
 
+EDIT_MODES = ("inpaint", "outpaint", "class")
 
-class ImageTask:
+
+@register_task("image")
+class ImageTask(BaseTask):
     name = "image"
+    input_key = "image"
+    identity_keys = ("data.image_size", "data.num_classes")
+    output_extensions = (".png", ".npz")
 
     def __init__(self, config):
-        self.config = config
-        data = config.data
-        self.image_size = int(data.image_size)
+        super().__init__(config)
+        self.image_size = int(config.data.image_size)
         self.input_shape = (self.image_size, self.image_size, 3)
-        self.num_classes = int(data.num_classes)
 
     # ---- data -----------------------------------------------------------------------------------
     def source(self, split: str = "train"):
@@ -38,12 +47,6 @@ class ImageTask:
                 raise ValueError(f"config.data.path={data.path!r} is not a folder")
             return make_source("folder", path=data.path)
         return make_source(data.source, **(dict(data.get("source_kwargs", {}) or {})))
-
-    def check_source(self, source) -> None:
-        labels = getattr(source, "labels", None)
-        if labels is not None and len(labels) and int(np.max(labels)) >= self.num_classes:
-            raise ValueError(f"the data has labels up to {int(np.max(labels))} but config.data.num_classes="
-                             f"{self.num_classes}; set --config.data.num_classes={int(np.max(labels)) + 1}")
 
     def pipeline(self, source, *, batch_size: int, train: bool, seed: int, augment: bool = True):
         """grain iterator of `{"image": float32 [B, S, S, 3], "label": int32 [B]}`.
@@ -64,29 +67,111 @@ class ImageTask:
                                    flip=bool(data.flip) and augment, shift=int(data.shift) if augment else 0,
                                    num_workers=int(data.num_workers))
 
+    def examples(self, split: str, num: int) -> np.ndarray:
+        source = self.source(split)
+        return np.stack([to_float(resize_and_crop(np.asarray(source[i]["image"]), self.image_size))
+                         for i in range(min(num, len(source)))])
+
     # ---- files ----------------------------------------------------------------------------------
-    def read_input(self, path: str) -> np.ndarray:
+    def read_input(self, path: str, argument: str = "--image") -> np.ndarray:
         """An image file → float32 `[S, S, 3]` in [0, 1] (resized and centre-cropped)."""
         from PIL import Image, UnidentifiedImageError
 
         if not os.path.isfile(path):
-            raise ValueError(f"--image {path!r} does not exist")
+            raise ValueError(f"{argument} {path!r} does not exist")
         try:
             with Image.open(path) as im:
                 image = np.asarray(im.convert("RGB"))
         except (UnidentifiedImageError, OSError) as e:
-            raise ValueError(f"--image {path!r} is not a readable image ({e})") from None
+            raise ValueError(f"{argument} {path!r} is not a readable image ({e})") from None
         return to_float(resize_and_crop(image, self.image_size))
 
-    def write_samples(self, path: str, outputs, labels=None, *, ncols=None) -> None:
-        """Samples float32 `[N, S, S, 3]` → a labelled PNG grid, or an .npz of uint8 images + labels."""
+    def write_samples(self, path: str, outputs, condition: Condition | None = None, *, grid: bool = True) -> None:
+        """Images float32 `[N, S, S, 3]` → a PNG (a grid labelled with the classes, whole classes per row;
+        with `grid=False` the first image at its own size) or an .npz of uint8 `images` and `labels`."""
+        self.check_output(path)
         outputs = np.clip(np.asarray(outputs, np.float32), 0.0, 1.0)
-        os.makedirs(os.path.dirname(os.path.abspath(path)), exist_ok=True)
-        if path.endswith(".npz"):
+        labels = None if condition is None or condition.labels is None else np.asarray(condition.labels, np.int32)
+        ensure_parent(path)
+        if path.lower().endswith(".npz"):
             images = np.round(outputs * 255.0).astype(np.uint8)
-            lab = np.zeros(len(images), np.int32) if labels is None else np.asarray(labels, np.int32)
-            np.savez(path, images=images, labels=lab)
+            np.savez(path, images=images, labels=np.zeros(len(images), np.int32) if labels is None else labels)
             return
-        upscale = max(1, 64 // self.image_size)
+        if not grid:
+            from PIL import Image
+
+            Image.fromarray(np.round(outputs[0] * 255.0).astype(np.uint8)).save(path)
+            return
         names = None if labels is None else [str(int(x)) for x in labels]
-        save_image_grid(path, outputs, labels=names, ncols=ncols, upscale=upscale)
+        save_image_grid(path, outputs, labels=names, ncols=_class_columns(labels),
+                        upscale=max(1, 64 // self.image_size))
+
+    def write_reconstructions(self, path: str, inputs, reconstructions) -> None:
+        """Originals in the first row, reconstructions below."""
+        grid = np.concatenate([np.asarray(inputs, np.float32), np.clip(np.asarray(reconstructions), 0, 1)], 0)
+        ensure_parent(path)
+        save_image_grid(path, grid, ncols=len(inputs), upscale=max(1, 64 // self.image_size))
+
+    # ---- edits ----------------------------------------------------------------------------------
+    def add_edit_arguments(self, parser: argparse.ArgumentParser) -> None:
+        parser.add_argument("--image", required=True, help="the image to edit (resized and centre-cropped)")
+        parser.add_argument("--box", required=True, help="TOP,LEFT,HEIGHT,WIDTH in pixels of the (resized) image")
+        if self.model_condition == "labels":
+            parser.add_argument("--label", type=int, default=None, help="class of the regenerated region")
+        parser.add_argument("--mode", choices=EDIT_MODES, default="inpaint",
+                            help="inpaint: regenerate the box; outpaint: keep the box, regenerate the rest; "
+                                 "class: the official class-conditional edit (box grown by one token, from step 2)")
+
+    def edit(self, args, pipeline, rng, *, num_steps: int):
+        """`--mode` on `--image` within `--box` → (float32 `[1, S, S, 3]`, condition)."""
+        from mgt.modalities.image import editing
+        from mgt.sampling import model_logits_fn
+
+        try:
+            box = tuple(int(x) for x in args.box.split(","))
+        except ValueError:
+            box = ()
+        if len(box) != 4:
+            raise ValueError(f"--box {args.box!r}: expected TOP,LEFT,HEIGHT,WIDTH (four integers)")
+        condition = Condition()
+        if self.model_condition == "labels":
+            if args.label is None:
+                raise ValueError(f"--label is required: the model is class-conditional "
+                                 f"(classes 0..{self.num_classes - 1})")
+            if not 0 <= args.label < self.num_classes:
+                raise ValueError(f"--label {args.label}: expected a class id in [0, {self.num_classes})")
+            condition = Condition(labels=np.asarray([args.label], np.int32))
+        image = self.read_input(args.image)[None]
+        tokenizer, transformer = pipeline.tokenizer, pipeline.transformer
+        fn = model_logits_fn(transformer, condition=condition)
+        mask_id = transformer.spec.mask_id
+        if args.mode == "class":
+            result = editing.class_edit(tokenizer, fn, image, box, rng, mask_id=mask_id, num_steps=num_steps)
+        else:
+            grid = transformer.config.grid
+            token_mask = editing.box_to_token_mask(box, image.shape[1:3], grid, grow=0)
+            if args.mode == "outpaint":
+                token_mask = ~token_mask
+            result = editing.inpaint(tokenizer, fn, image, token_mask, rng, mask_id=mask_id, num_steps=num_steps)
+        return np.asarray(result.image), condition
+
+    # ---- metrics --------------------------------------------------------------------------------
+    def sample_metrics(self, outputs, condition: Condition) -> dict[str, float]:
+        """For class-conditional digits: the share of samples a real-digit classifier labels with their class."""
+        if self.config.data.source != "digits" or condition is None or condition.labels is None:
+            return {}
+        from mgt.modalities.image.metrics import digit_class_accuracy
+
+        return {"digit_class_accuracy": digit_class_accuracy(outputs, condition.labels)}
+
+
+def _class_columns(labels) -> int | None:
+    """Columns that keep whole classes per row when `labels` are sorted groups of one size (two
+    classes per row when each has fewer than 5 samples); None (a square grid) otherwise."""
+    if labels is None or len(labels) == 0:
+        return None
+    values, counts = np.unique(labels, return_counts=True)
+    per = int(counts[0])
+    if len(set(counts.tolist())) != 1 or not np.array_equal(labels, np.repeat(values, per)):
+        return None
+    return per * (2 if per < 5 and len(values) > 1 else 1)

@@ -1,13 +1,14 @@
-"""Losses for training image tokenizers (VQGAN): discriminator, GAN terms, R1, LeCAM, perceptual, EMA.
+"""Losses for training 2D image tokenizers (VQGAN): discriminator, GAN terms, R1, LeCAM, perceptual.
 
-The trainer combines them as in the official MaskGIT recipe (`TokenizerLossConfig` holds its weights):
+`ImageTokenizerObjective` is the VQGAN's `TokenizerObjective` (the hooks the tokenizer stage calls);
+it combines them as in the official MaskGIT recipe (`TokenizerLossConfig` holds its weights):
 
     generator:      reconstruction + quantizer terms            (VQGAN.training_losses)
                     + perceptual_weight · PerceptualLoss(x, x̂)
                     + adversarial_weight · schedule(step) · generator_loss(D(x̂))
     discriminator:  discriminator_loss(D(x), D(x̂)) + r1_weight · r1_penalty(D, x)
                     + lecam_weight · lecam_regularizer(D(x), D(x̂), ema)
-    after each step: ema_params = ema_update(ema_params, params, ema_decay)
+    after each step: ema_params = ema_update(ema_params, params, ema_decay)   (mgt.training.state)
 
 Images are float32 NHWC in [0, 1]. Logits are float32 `[B]`. Nothing here downloads: the perceptual
 network's weights come from a local .npz file (format in `PerceptualLoss`).
@@ -30,8 +31,8 @@ from mgt.profiling import scoped
 __all__ = [
     "TokenizerLossConfig", "StyleGANDiscriminator", "DiscriminatorBlock", "blur_downsample",
     "minibatch_stddev", "generator_loss", "discriminator_loss", "r1_penalty", "LecamEMA",
-    "lecam_regularizer", "PerceptualLoss", "make_perceptual_loss", "ema_update",
-    "adversarial_weight_schedule",
+    "lecam_regularizer", "PerceptualLoss", "make_perceptual_loss", "adversarial_weight_schedule",
+    "ImageTokenizerObjective", "discriminator_multipliers",
 ]
 
 
@@ -275,7 +276,7 @@ class PerceptualLoss:
         if self.params is None:
             raise ValueError(
                 "PerceptualLoss has no feature network: pass weights_path=<file.npz> (format in "
-                "mgt.tokenizers.losses.PerceptualLoss), or set the perceptual loss weight to 0")
+                "mgt.tokenizers.image_losses.PerceptualLoss), or set the perceptual loss weight to 0")
         return self.apply(self.params, x, y)
 
     def apply(self, params, x, y):
@@ -311,26 +312,88 @@ def make_perceptual_loss(weights_path: str | os.PathLike | None, weight: float) 
         return lambda x, y: jnp.zeros((), jnp.float32)
     if weights_path is None:
         raise ValueError(f"perceptual loss weight is {weight} but no perceptual weights file was given: "
-                         "pass the path of an .npz (see mgt.tokenizers.losses.PerceptualLoss) or use weight 0")
+                         "pass the path of an .npz (see mgt.tokenizers.image_losses.PerceptualLoss) or use weight 0")
     loss = PerceptualLoss(weights_path)
     return lambda x, y: weight * loss(x, y)
 
 
-# ---- weight EMA and schedules --------------------------------------------------------------------
-@scoped("ema")
-def ema_update(ema_state, new_state, decay: float = 0.999):
-    """`decay · ema + (1 − decay) · new` over matching pytrees (e.g. `nnx.State`s of the generator's
-    params); non-float leaves (counters, rng keys) are copied from `new_state`."""
-
-    def update(e, n):
-        if jnp.issubdtype(jnp.result_type(e), jnp.floating):
-            return (decay * e + (1.0 - decay) * n).astype(jnp.result_type(e))
-        return n
-
-    return jax.tree.map(update, ema_state, new_state)
-
-
+# ---- schedules ---------------------------------------------------------------------------------
 def adversarial_weight_schedule(step, warmup_steps: int):
     """Multiplier of the generator's adversarial term: 0.0 while `step < warmup_steps`, 1.0 after.
     Works on Python ints and traced int arrays; returns float32."""
     return jnp.where(jnp.asarray(step) >= warmup_steps, 1.0, 0.0).astype(jnp.float32)
+
+
+# ---- the VQGAN's training objective --------------------------------------------------------------
+def discriminator_multipliers(image_size: int) -> tuple[int, ...]:
+    """Channel multipliers of a `StyleGANDiscriminator` that halves `image_size` down to 4 px or less."""
+    mults = [1]
+    while image_size // (2 ** len(mults)) > 4:
+        mults.append(min(2 ** len(mults), 4))
+    return tuple(mults)
+
+
+class ImageTokenizerObjective:
+    """The 2D image tokenizer's `TokenizerObjective` (see `mgt.tokenizers.base`).
+
+    Generator terms: `perceptual_weight · PerceptualLoss(x, x̂)` and
+    `adversarial_weight · warm-up(step) · generator_loss(D(x̂))`. Discriminator: a
+    `StyleGANDiscriminator` sized to the images, `discriminator_loss + r1_weight · R1(real images)
+    (+ lecam_weight · LeCAM)`; the extra state is the LeCAM EMA (`"lecam"`).
+
+    Args:
+      train_config: `config.tokenizer_train` (weights, discriminator width, perceptual weights path).
+      input_shape: one image `(H, W, C)`.
+      seed: the discriminator's initialisation seed.
+    """
+
+    def __init__(self, train_config, input_shape: tuple[int, ...], seed: int):
+        self.tc, self.input_shape, self.seed = train_config, tuple(input_shape), int(seed)
+        self.adversarial_weight = float(train_config.adversarial_weight)
+        self.perceptual_weight = float(train_config.perceptual_weight)
+        self.has_discriminator = self.adversarial_weight > 0
+        self.perceptual = None  # loaded by prepare(): sampling and conversion never need it
+
+    def prepare(self) -> None:
+        """Load the perceptual network's local weights (training only)."""
+        if self.perceptual_weight > 0:
+            path = self.tc.get("perceptual_weights_path")
+            if not path:
+                raise ValueError("config.tokenizer_train.perceptual_weight > 0 needs "
+                                 "config.tokenizer_train.perceptual_weights_path (a local .npz; nothing is "
+                                 "downloaded), or --config.tokenizer_train.perceptual_weight=0")
+            self.perceptual = PerceptualLoss(path)
+
+    def make_discriminator(self, rngs=None):
+        size = self.input_shape[0]
+        return StyleGANDiscriminator(size, in_channels=self.input_shape[-1],
+                                     base_channels=int(self.tc.discriminator_channels),
+                                     channel_multipliers=discriminator_multipliers(size),
+                                     rngs=rngs if rngs is not None else nnx.Rngs(self.seed))
+
+    def init_state(self) -> dict:
+        if not self.has_discriminator:
+            return {}
+        return {"lecam": LecamEMA.create(float(self.tc.get("lecam_ema_decay", 0.999)))}
+
+    def generator_losses(self, inputs, reconstructions, discriminator, step) -> dict:
+        losses = {}
+        if self.perceptual is not None:
+            losses["perceptual"] = self.perceptual_weight * self.perceptual.apply(
+                self.perceptual.params, inputs, reconstructions)
+        if discriminator is not None:
+            scale = self.adversarial_weight * adversarial_weight_schedule(step, int(self.tc.adversarial_warmup_steps))
+            losses["adversarial"] = scale * generator_loss(discriminator(reconstructions))
+        return losses
+
+    def discriminator_losses(self, discriminator, inputs, fakes, state: dict):
+        real_logits, fake_logits = discriminator(inputs), discriminator(fakes)
+        total = discriminator_loss(real_logits, fake_logits)
+        total += float(self.tc.r1_weight) * r1_penalty(discriminator, inputs)
+        if float(self.tc.lecam_weight) > 0:
+            total += float(self.tc.lecam_weight) * lecam_regularizer(real_logits, fake_logits, state["lecam"])
+        new_state = {"lecam": state["lecam"].update(real_logits, fake_logits)}
+        # stop_gradient: the metrics are outputs of the loss function whose gradient is taken
+        metrics = {"real_logit": jax.lax.stop_gradient(real_logits.mean()),
+                   "fake_logit": jax.lax.stop_gradient(fake_logits.mean())}
+        return total, new_state, metrics

@@ -1,0 +1,85 @@
+"""What every training stage shares: the train state (weights, optimiser, EMA, step), the restore
+target for sampling, models from a state, the batch check, and the EMA update itself.
+
+A train state is a dict `{"params", "rest", "opt", "ema", "step"}` (+ what a stage adds, e.g. the
+discriminator's): `params` the `nnx.Param`s, `rest` every other variable (EMA codebooks, counters),
+`ema` the exponential moving average of `params` used for sampling.
+"""
+
+from __future__ import annotations
+
+import jax
+import jax.numpy as jnp
+from flax import nnx
+
+from mgt import sharding
+from mgt.profiling import scoped
+
+
+@scoped("ema")
+def ema_update(ema_state, new_state, decay: float = 0.999):
+    """`decay · ema + (1 − decay) · new` over matching pytrees (e.g. `nnx.State`s of a model's params);
+    non-float leaves (counters, rng keys) are copied from `new_state`."""
+
+    def update(e, n):
+        if jnp.issubdtype(jnp.result_type(e), jnp.floating):
+            return (decay * e + (1.0 - decay) * n).astype(jnp.result_type(e))
+        return n
+
+    return jax.tree.map(update, ema_state, new_state)
+
+
+class Stage:
+    """Base of the tokenizer and transformer stages (see `mgt.training.loop` for the loop's side).
+
+    Subclasses set `name`, `total_steps`, `tx` (the optax optimiser) and implement `make_model()`,
+    `data_iterator()`, `batch_to_device(batch)`, `_train_step(state, batch, rng)` and
+    `write_samples(state, step)`; `setup_model()` is called at the end of their `__init__`.
+    """
+
+    name = "stage"
+
+    def __init__(self, config, task, mesh, *, workdir: str, train_config, config_name: str):
+        self.config, self.task, self.mesh, self.workdir = config, task, mesh, workdir
+        self.train_cfg = train_config
+        self.total_steps = int(train_config.steps)
+        batch = int(train_config.batch_size)
+        if batch < 1 or batch % mesh.size:
+            raise ValueError(f"config.{config_name}.batch_size={batch} must be a positive multiple of the "
+                             f"{mesh.size} devices")
+
+    def setup_model(self):
+        """The model's graph definition (from an abstract model: nothing allocated) and the compiled step."""
+        self.graphdef = nnx.graphdef(sharding.abstract_model(self.make_model))
+        # the old state is donated: peak memory holds one copy of weights, optimiser state and EMA
+        self.train_step = jax.jit(self._train_step, donate_argnums=0)
+
+    def make_model(self) -> nnx.Module:
+        raise NotImplementedError
+
+    def init_state(self) -> dict:
+        """A fresh train state, built directly into its sharded layout."""
+        model = sharding.create_sharded(self.make_model, self.mesh)
+        _, params, rest = nnx.split(model, nnx.Param, ...)
+        return {"params": params, "rest": rest, "opt": jax.jit(self.tx.init)(params),
+                "ema": jax.tree.map(jnp.copy, params), "step": jnp.zeros((), jnp.int32)}
+
+    def inference_target(self) -> dict:
+        """Restore target for sampling: EMA weights and non-parameter state only."""
+        params, rest = sharding.abstract_state_on_mesh(self.make_model, self.mesh)
+        return {"ema": params, "rest": rest}
+
+    def model_from_state(self, state, *, ema: bool = True) -> nnx.Module:
+        return nnx.merge(self.graphdef, state["ema"] if ema else state["params"], state["rest"], copy=True)
+
+    def _update(self, state, grads, params, rest, decay: float):
+        """Apply `grads` with the stage's optimiser to `params`; the EMA follows. → new state entries."""
+        import optax
+
+        from mgt.profiling import scope
+
+        with scope("optimizer"):
+            updates, opt = self.tx.update(grads, state["opt"], state["params"])
+            new_params = optax.apply_updates(params, updates)
+        return dict(params=new_params, rest=rest, opt=opt, step=state["step"] + 1,
+                    ema=ema_update(state["ema"], new_params, decay))
