@@ -86,7 +86,8 @@ def parse_args(argv=None) -> argparse.Namespace:
         args.batch = args.batch or 2
     args.dtype = args.dtype or ("bfloat16" if accelerator else "float32")
     if args.batch is None:
-        args.batch = {"generation": 64, "train": 256}[args.case] if accelerator else {"generation": 1, "train": 2}[args.case]
+        args.batch = ({"generation": 64, "train": 256}[args.case] if accelerator
+                      else {"generation": 1, "train": 2}[args.case])
     for name in ("batch", "steps", "repeats"):
         if getattr(args, name) < 1:
             p.error(f"--{name}={getattr(args, name)}; expected >= 1")
@@ -105,7 +106,7 @@ def generation_flops(transformer, vq, batch: int, steps: int, guided: bool) -> f
     rows = batch * (2 if guided else 1)
     tokens = jax.ShapeDtypeStruct((rows,) + cfg.grid, jax.numpy.int32)
     labels = jax.ShapeDtypeStruct((rows,), jax.numpy.int32)
-    forward = jax.jit(lambda s, t, l: nnx.merge(graphdef, s, copy=True)(t, labels=l)).lower(state, tokens, labels)
+    forward = jax.jit(lambda s, t, lab: nnx.merge(graphdef, s, copy=True)(t, labels=lab)).lower(state, tokens, labels)
     vq_graphdef, vq_state = nnx.split(vq)
     decode = jax.jit(lambda s, t: nnx.merge(vq_graphdef, s, copy=True).decode(t)).lower(
         vq_state, jax.ShapeDtypeStruct((batch,) + cfg.grid, jax.numpy.int32))

@@ -39,11 +39,11 @@ import numpy as np
 from flax import nnx
 
 from mgt.ar import ARTransformer, ar_decode_loop, ar_sample
+from mgt.benchmarking import device_name, write_records
 from mgt.pipeline import GenerationPipeline
 from mgt.sampling import sample
 from mgt.tokenizers.vqgan import VQGAN, VQGANConfig
 from mgt.transformer import MaskedTransformer, TransformerConfig
-from mgt.benchmarking import device_name, write_records
 
 METHODS = ("maskgit", "ar", "vqgan", "generation")
 MODELS = ("tiny", "imagenet")
@@ -69,7 +69,8 @@ def _int_list(text: str, name: str) -> tuple[int, ...]:
 
 
 def parse_args(argv=None) -> argparse.Namespace:
-    p = argparse.ArgumentParser(description=__doc__.split("\n\n")[0], formatter_class=argparse.RawDescriptionHelpFormatter)
+    p = argparse.ArgumentParser(description=__doc__.split("\n\n")[0],
+                                formatter_class=argparse.RawDescriptionHelpFormatter)
     p.add_argument("--model", choices=MODELS, default="tiny",
                    help="imagenet: the official MaskGIT size (24 layers, 768 wide); tiny: 2 layers, 128 wide")
     p.add_argument("--tokens", type=lambda s: _int_list(s, "tokens"), default=(256, 1024),

@@ -42,6 +42,7 @@ from __future__ import annotations
 import argparse
 import sys
 import time
+
 from mgt.benchmarking import device_name, write_records
 
 STAGES = ("transformer", "tokenizer")

@@ -26,7 +26,8 @@ class MaskgitBlock(nnx.Module):
     def __init__(self, cfg, *, rngs: nnx.Rngs):
         d, eps, dtype = cfg.hidden_dim, cfg.norm_epsilon, cfg.compute_dtype
         self.cfg = cfg
-        self.self_attention = MultiHeadAttention(d, cfg.num_heads, dtype=dtype, implementation=cfg.attention_impl, rngs=rngs)
+        self.self_attention = MultiHeadAttention(d, cfg.num_heads, dtype=dtype, implementation=cfg.attention_impl,
+                                                 rngs=rngs)
         self.attention_output_ln = LayerNorm(d, epsilon=eps, rngs=rngs)
         if cfg.conditioning == "cross_attention":
             self.cross_attention = MultiHeadAttention(d, cfg.num_heads, kv_dim=cfg.context_dim, dtype=dtype,
@@ -60,8 +61,9 @@ class ModernBlock(nnx.Module):
         d, eps, dtype = cfg.hidden_dim, cfg.norm_epsilon, cfg.compute_dtype
         self.cfg = cfg
         self.attention_norm = RMSNorm(d, epsilon=eps, rngs=rngs)
-        self.self_attention = MultiHeadAttention(d, cfg.num_heads, use_bias=False, qk_norm=cfg.qk_norm, norm_epsilon=eps,
-                                                 dtype=dtype, implementation=cfg.attention_impl, rngs=rngs)
+        self.self_attention = MultiHeadAttention(d, cfg.num_heads, use_bias=False, qk_norm=cfg.qk_norm,
+                                                 norm_epsilon=eps, dtype=dtype, implementation=cfg.attention_impl,
+                                                 rngs=rngs)
         if cfg.conditioning == "cross_attention":
             self.cross_norm = RMSNorm(d, epsilon=eps, rngs=rngs)
             self.cross_attention = MultiHeadAttention(d, cfg.num_heads, kv_dim=cfg.context_dim, use_bias=False,

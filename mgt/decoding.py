@@ -244,7 +244,8 @@ def _decode_stage(logits_fn, flat, keys, active, num_steps, start_step, shape, p
         ratio = (step + 1.0) / num_steps
         if opts.order == "confidence":
             if opts.confidence == "logprob":
-                score = jnp.take_along_axis(jax.nn.log_softmax(logits, -1), sampled[..., None].clip(0, logits.shape[-1] - 1), -1)[..., 0]
+                score = jnp.take_along_axis(jax.nn.log_softmax(logits, -1),
+                                            sampled[..., None].clip(0, logits.shape[-1] - 1), -1)[..., 0]
             else:
                 score = jnp.take_along_axis(logits, sampled[..., None].clip(0, logits.shape[-1] - 1), -1)[..., 0]
             tau = opts.choice_temperature * (1.0 - ratio)
@@ -397,7 +398,7 @@ def _normalise_stages(stages):
             levels, steps = stage
         except (TypeError, ValueError):
             raise ValueError(f"stages[{i}]={stage!r}; expected a pair (levels, num_steps)") from None
-        levels = (int(levels),) if np.ndim(levels) == 0 else tuple(int(l) for l in levels)
+        levels = (int(levels),) if np.ndim(levels) == 0 else tuple(int(level) for level in levels)
         out.append((levels, int(steps)))
     if not out:
         raise ValueError("stages is empty; expected at least one (levels, num_steps) pair")
@@ -448,7 +449,8 @@ def _vocab_size(logits_fn, tokens, opts) -> int:
     structure (a pytree's tree structure and leaf shapes, or a plain function itself — what `jit`
     keys its cache on too), token shape and guidance."""
     leaves, treedef = jax.tree.flatten(logits_fn)
-    structure = logits_fn if leaves == [logits_fn] else (treedef, tuple((jnp.shape(x), jnp.result_type(x)) for x in leaves))
+    structure = (logits_fn if leaves == [logits_fn]
+                 else (treedef, tuple((jnp.shape(x), jnp.result_type(x)) for x in leaves)))
     key = (structure, tuple(tokens.shape), opts.guidance_scale != 0.0)
     try:
         if key in _VOCAB_SIZES:

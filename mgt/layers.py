@@ -201,7 +201,8 @@ class GeluMlp(nnx.Module):
     """BERT MLP: Dense(mlp) → GELU (tanh approximation, the `jax.nn.gelu` default) → Dense(dim)."""
 
     def __init__(self, dim, mlp_dim, *, dtype=jnp.float32, use_bias=True, rngs=None):
-        self.intermediate_output = Dense(dim, mlp_dim, names=("embed", "mlp"), use_bias=use_bias, dtype=dtype, rngs=rngs)
+        self.intermediate_output = Dense(dim, mlp_dim, names=("embed", "mlp"), use_bias=use_bias, dtype=dtype,
+                                         rngs=rngs)
         self.layer_output = Dense(mlp_dim, dim, names=("mlp", "embed"), use_bias=use_bias, dtype=dtype, rngs=rngs)
 
     @scoped("mlp")

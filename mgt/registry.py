@@ -1,9 +1,10 @@
 """Named registries: configs choose pieces (tasks, tokenizers, data sources, ...) by name.
 
-One `Registry` class serves every kind of piece. A piece is found by its registered name, or by an
-import path (`"my_pkg.codecs:PatchTokenizer"`), so a user's own tokenizer or modality plugs in from
-its own package: it registers itself when its module is imported, and a config that names the import
-path works in a fresh process too (e.g. `mgt sample` on a workdir trained with it).
+One `Registry` class serves every kind of piece. A piece is found by its registered name, by an
+import path (`"my_pkg.codecs:PatchTokenizer"`) or by a file path (`"/abs/waves.py:WaveTask"`), so a
+user's own tokenizer or modality plugs in from its own package or file: it registers itself when its
+module is imported, and a config that names the import path works in a fresh process too (e.g.
+`mgt sample` on a workdir trained with it).
 """
 
 from __future__ import annotations
@@ -31,8 +32,9 @@ class Registry:
         """Decorator: make a class or factory available under `name`."""
 
         def wrap(factory):
-            if name in self._factories and self._factories[name] is not factory:
-                raise ValueError(f"a {self.kind} named {name!r} is already registered ({self._factories[name]})")
+            old = self._factories.get(name)
+            if old is not None and old is not factory and not _same_definition(old, factory):
+                raise ValueError(f"a {self.kind} named {name!r} is already registered ({old})")
             self._factories[name] = factory
             return factory
 
@@ -61,14 +63,48 @@ class Registry:
         if isinstance(name, str) and (":" in name or "." in name):
             module_name, _, attr = name.rpartition(":") if ":" in name else name.rpartition(".")
             try:
-                module = importlib.import_module(module_name)
-            except ImportError as e:
+                module = _load_file(module_name) if module_name.endswith(".py") else importlib.import_module(module_name)
+            except (ImportError, OSError) as e:
                 raise ValueError(f"{self.kind} {name!r}: cannot import module {module_name!r} ({e})") from None
             if not hasattr(module, attr):
                 raise ValueError(f"{self.kind} {name!r}: module {module_name!r} has no attribute {attr!r}")
             return getattr(module, attr)
         raise ValueError(f"unknown {self.kind} {name!r}; expected one of {self.names()} or an import path "
                          "'module:Name'")
+
+
+def _same_definition(a, b) -> bool:
+    """The same class or function defined again: its module loaded twice (a script that is also
+    imported by name, a config file loaded by path). The later definition replaces the earlier."""
+    import inspect
+
+    try:
+        return a.__qualname__ == b.__qualname__ and inspect.getfile(a) == inspect.getfile(b)
+    except (AttributeError, TypeError):
+        return False
+
+
+_FILE_MODULES: dict[str, object] = {}
+
+
+def _load_file(path: str):
+    """The module defined by a Python file, loaded once per absolute path."""
+    import importlib.util
+    import os
+    import sys
+
+    path = os.path.abspath(path)
+    if path in _FILE_MODULES:
+        return _FILE_MODULES[path]
+    if not os.path.isfile(path):
+        raise ImportError(f"no such file {path!r}")
+    name = "mgt_user_" + os.path.splitext(os.path.basename(path))[0]
+    spec = importlib.util.spec_from_file_location(name, path)
+    module = importlib.util.module_from_spec(spec)
+    sys.modules[name] = module  # dataclasses and pickling look modules up by name
+    spec.loader.exec_module(module)
+    _FILE_MODULES[path] = module
+    return module
 
 
 def flatten_dict(tree: Mapping, prefix: tuple = ()) -> dict[tuple, Any]:

@@ -7,10 +7,10 @@ never baked in as constants — so new weights (a later training step, EMA weigh
 
 from __future__ import annotations
 
-import jax.numpy as jnp
-import numpy as np
 from typing import Any
 
+import jax.numpy as jnp
+import numpy as np
 from flax import nnx, struct
 
 from mgt.condition import Condition

@@ -282,7 +282,8 @@ class MaskedTransformer(nnx.Module):
             logits = jnp.einsum("bnd,kvd->bnkv", h, self.word_embeddings[...])
             return logits + self.mlm_bias[...]
         h = self.final_norm(x)
-        return jnp.einsum("bnd,kdv->bnkv", h.astype(cfg.compute_dtype), self.output_kernel[...].astype(cfg.compute_dtype))
+        return jnp.einsum("bnd,kdv->bnkv", h.astype(cfg.compute_dtype),
+                          self.output_kernel[...].astype(cfg.compute_dtype))
 
     def _positions(self, n=None):
         """`[rows, D]`: the prefix's position rows (if any), then every cell's, raster order."""
@@ -360,7 +361,8 @@ class MaskedTransformer(nnx.Module):
                                  f"(conditioning={self.config.conditioning!r}); pass int32 [B]")
             lab = np.asarray(labels)
             if lab.ndim != 1 or (batch_size is not None and lab.shape != (batch_size,)):
-                raise ValueError(f"labels has shape {lab.shape}; expected ({batch_size if batch_size is not None else 'B'},)")
+                raise ValueError(f"labels has shape {lab.shape}; "
+                                 f"expected ({batch_size if batch_size is not None else 'B'},)")
             if not np.issubdtype(lab.dtype, np.integer):
                 raise ValueError(f"labels must be integers, got dtype {lab.dtype}")
             if lab.size and (lab.min() < 0 or lab.max() >= self.config.num_classes):

@@ -47,12 +47,14 @@ def _official_transformer_tree(rng: np.random.Generator) -> dict:
     ln = lambda: {"scale": 1.0 + normal(HIDDEN, scale=0.1), "bias": normal(HIDDEN, scale=0.1)}
     dense = lambda i, o: {"kernel": normal(i, o, scale=1 / math.sqrt(i)), "bias": normal(o, scale=0.1)}
     hd = HIDDEN // HEADS
-    head = lambda: {"kernel": normal(HIDDEN, HEADS, hd, scale=1 / math.sqrt(HIDDEN)), "bias": normal(HEADS, hd, scale=0.1)}
+    head = lambda: {"kernel": normal(HIDDEN, HEADS, hd, scale=1 / math.sqrt(HIDDEN)),
+                    "bias": normal(HEADS, hd, scale=0.1)}
     tree = {
         "Embed_0": {"word_embeddings": {"embedding": normal(VOCAB, HIDDEN)},
                     "position_embeddings": {"embedding": normal(SEQ, HIDDEN, scale=0.5)},
                     "embeddings_ln": ln()},
-        "MlmLayer_0": {"mlm_dense": dense(HIDDEN, HIDDEN), "mlm_ln": ln(), "mlm_bias": {"bias": normal(VOCAB, scale=0.1)}},
+        "MlmLayer_0": {"mlm_dense": dense(HIDDEN, HIDDEN), "mlm_ln": ln(),
+                       "mlm_bias": {"bias": normal(VOCAB, scale=0.1)}},
     }
     for n in range(LAYERS):
         tree[f"TransformerLayer_{n}"] = {
@@ -139,7 +141,8 @@ def _np_official_logits(tree, ids):
     while f"TransformerLayer_{n}" in t:
         att, mlp = t[f"TransformerLayer_{n}"]["Attention_0"], t[f"TransformerLayer_{n}"]["Mlp_0"]
         sa = att["self_attention"]
-        q, k, v = (np.einsum("bld,dhk->blhk", x, sa[name]["kernel"]) + sa[name]["bias"] for name in ("query", "key", "value"))
+        q, k, v = (np.einsum("bld,dhk->blhk", x, sa[name]["kernel"]) + sa[name]["bias"]
+                   for name in ("query", "key", "value"))
         scores = np.einsum("bqhk,bshk->bhqs", q, k) / math.sqrt(q.shape[-1])
         weights = np.exp(scores - scores.max(-1, keepdims=True))
         weights /= weights.sum(-1, keepdims=True)
@@ -290,7 +293,8 @@ def test_full_size_official_trees_abstractly(size):
     target = {p: v.get_value() for p, v in nnx.to_flat_state(nnx.state(abstract, nnx.Param))}
     assert {p: v.shape for p, v in ours.items()} == {p: v.shape for p, v in target.items()}
     assert all(isinstance(v, jax.ShapeDtypeStruct) for v in ours.values())
-    assert ours[("word_embeddings",)].shape == (1, 2025, 768) and ours[("blocks", "self_attention", "query", "kernel")].shape == (24, 768, 16, 48)
+    assert (ours[("word_embeddings",)].shape == (1, 2025, 768)
+            and ours[("blocks", "self_attention", "query", "kernel")].shape == (24, 768, 16, 48))
     exported = _shapes(convert.transformer_to_official_tree(abstract))
     assert exported == _shapes(transformer_tree)
     assert sum(math.prod(s) for s in exported.values()) == {256: 172_457_193, 512: 173_047_017}[size]
@@ -449,8 +453,11 @@ def test_missing_unexpected_and_misshaped_keys_are_listed(official, tmp_path):
 
     with pytest.raises(ValueError, match=r"num_groups=5 does not divide the channel widths \[32, 64\]"):
         maskgit.from_official_trees(tokenizer_tree, transformer_tree, num_classes=CLASSES, num_groups=5)
+    # without num_classes the tokenizer's codebook splits the vocabulary: 27 rows = 16 codes + 10 classes + mask
+    inferred = maskgit.from_official_trees(tokenizer_tree, transformer_tree)
+    assert (inferred.transformer_config.num_classes, inferred.transformer_config.codebook_size) == (CLASSES, CODES)
     with pytest.raises(ValueError, match=r"vocabulary of 27 rows does not split as .*num_classes=1000"):
-        maskgit.from_official_trees(tokenizer_tree, transformer_tree)  # the ImageNet default
+        maskgit.from_official_trees(tokenizer_tree, transformer_tree, num_classes=1000)
     with pytest.raises(ValueError, match=r"unknown option\(s\) \['heads'\]"):
         maskgit.from_official_trees(tokenizer_tree, transformer_tree, heads=4)
     with pytest.raises(ValueError, match="block_style='modern': the official MaskGIT transformer has"):

@@ -441,3 +441,17 @@ def test_constructor_and_input_errors_name_the_argument():
         ResidualVectorQuantizer(2, 8, 4, rngs=nnx.Rngs(0), quantizer_dropout=1.5)
     with pytest.raises(ValueError, match="dim=4"):
         VectorQuantizer(8, 4, rngs=nnx.Rngs(0)).encode(np.zeros((2, 3), np.float32))
+
+
+def test_quantizer_graph_definitions_are_hashable():
+    """A tokenizer's graph definition is a static jit argument (mgt.GenerationPipeline): every quantizer's
+    static attributes must hash (FSQ kept its per-channel constants in a dict, which does not)."""
+    from flax import nnx
+
+    from mgt.tokenizers import FiniteScalarQuantizer, LookupFreeQuantizer, ResidualVectorQuantizer, VectorQuantizer
+
+    rngs = nnx.Rngs(0)
+    for q in (FiniteScalarQuantizer((5, 5, 5)), FiniteScalarQuantizer((8, 5), dim=4, rngs=rngs),
+              VectorQuantizer(8, 4, rngs=rngs), LookupFreeQuantizer(3, rngs=rngs),
+              ResidualVectorQuantizer(2, 8, 4, rngs=rngs)):
+        hash(nnx.graphdef(q))

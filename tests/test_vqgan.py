@@ -108,7 +108,7 @@ def _official_tokenizer_tree() -> dict[str, tuple[int, ...]]:
     if not path.exists():
         pytest.skip(f"reference file {TREE_FILE} not available")
     lines = path.read_text().splitlines()
-    start = lines.index(next(l for l in lines if l.startswith("## tokenizer 256")))
+    start = lines.index(next(text for text in lines if text.startswith("## tokenizer 256")))
     tree = {}
     for line in lines[start + 1:]:
         if not line.startswith("params/"):

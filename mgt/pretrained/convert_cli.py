@@ -73,7 +73,8 @@ def convert_maskgit_main(argv) -> int:
     p = argparse.ArgumentParser(prog="mgt convert maskgit",
                                 description="convert the official MaskGIT checkpoint files into an mgt workdir")
     p.add_argument("--tokenizer", required=True, help="the official VQGAN file, e.g. tokenizer_imagenet256_checkpoint")
-    p.add_argument("--transformer", required=True, help="the official transformer file, e.g. maskgit_imagenet256_checkpoint")
+    p.add_argument("--transformer", required=True,
+                   help="the official transformer file, e.g. maskgit_imagenet256_checkpoint")
     p.add_argument("--workdir", required=True)
     p.add_argument("--num-classes", type=int, default=None, help="class tokens in the vocabulary (default 1000)")
     try:

@@ -67,8 +67,8 @@ def load(tokenizer_path, transformer_path, *, num_classes: int | None = None,
     Args:
       tokenizer_path: the VQGAN file (e.g. `tokenizer_imagenet256_checkpoint`).
       transformer_path: the transformer file (e.g. `maskgit_imagenet256_checkpoint`).
-      num_classes: class tokens in the transformer's vocabulary (default 1000, ImageNet); the
-        codebook size is `vocab − num_classes − 1`.
+      num_classes: class tokens in the transformer's vocabulary; default: inferred from the
+        tokenizer's codebook size V as `vocab − V − 1` (1000 for the ImageNet files).
       matmul_precision: `jax.default_matmul_precision` for every computation ("highest" keeps
         float32 parity on GPUs; None: the backend's default).
       **overrides: fields of `TransformerConfig` (e.g. `dtype="bfloat16"`, `attention_impl`,
@@ -98,6 +98,9 @@ def from_official_trees(tokenizer_tree: Mapping, transformer_tree: Mapping, *, n
     with or without the top `"params"` key). `*_what` name the trees in error messages."""
     transformer_overrides, tokenizer_overrides = _split_overrides(overrides)
     vqgan_config = infer_vqgan_config(tokenizer_tree, what=tokenizer_what, **tokenizer_overrides)
+    if num_classes is None and "codebook_size" not in transformer_overrides:
+        # the tokenizer's codebook fixes the split of the vocabulary [codes | classes | mask]
+        transformer_overrides["codebook_size"] = vqgan_config.codebook_size
     transformer_config = infer_transformer_config(transformer_tree, num_classes=num_classes, what=transformer_what,
                                                   **transformer_overrides)
     if vqgan_config.codebook_size != transformer_config.codebook_size:
@@ -117,7 +120,8 @@ def from_official_trees(tokenizer_tree: Mapping, transformer_tree: Mapping, *, n
 def _split_overrides(overrides: Mapping[str, Any]) -> tuple[dict, dict]:
     unknown = sorted(set(overrides) - _TRANSFORMER_FIELDS - _VQGAN_FIELDS)
     if unknown:
-        raise ValueError(f"unknown option(s) {unknown}; expected TransformerConfig fields {sorted(_TRANSFORMER_FIELDS)} "
+        raise ValueError(f"unknown option(s) {unknown}; "
+                         f"expected TransformerConfig fields {sorted(_TRANSFORMER_FIELDS)} "
                          f"or VQGANConfig fields {sorted(_VQGAN_FIELDS)}")
     return ({k: v for k, v in overrides.items() if k in _TRANSFORMER_FIELDS},
             {k: v for k, v in overrides.items() if k in _VQGAN_FIELDS})
@@ -365,9 +369,11 @@ class MaskGITPipeline:
     def _check_labels(self, labels, name: str) -> jax.Array:
         arr = np.asarray(labels)
         if arr.ndim != 1 or arr.shape[0] < 1 or not np.issubdtype(arr.dtype, np.integer):
-            raise ValueError(f"{name} must be a non-empty integer array [batch], got shape {arr.shape} and dtype {arr.dtype}")
+            raise ValueError(f"{name} must be a non-empty integer array [batch], "
+                             f"got shape {arr.shape} and dtype {arr.dtype}")
         if arr.min() < 0 or arr.max() >= self.num_classes:
-            raise ValueError(f"{name} holds classes {sorted(set(arr[(arr < 0) | (arr >= self.num_classes)].tolist()))[:5]} "
+            raise ValueError(f"{name} holds classes "
+                             f"{sorted(set(arr[(arr < 0) | (arr >= self.num_classes)].tolist()))[:5]} "
                              f"outside [0, {self.num_classes})")
         return jnp.asarray(arr, jnp.int32)
 

@@ -335,7 +335,8 @@ def transformer_to_official_tree(model_or_state) -> dict:
                 out[(f"TransformerLayer_{n}",) + official] = _take(leaf, n)
         elif kind == "expand":
             if np.shape(leaf)[0] != 1:
-                raise ValueError(f"{'/'.join(map(str, path))} has {np.shape(leaf)[0]} code levels; the official layout has one")
+                raise ValueError(f"{'/'.join(map(str, path))} has {np.shape(leaf)[0]} code levels; "
+                                 f"the official layout has one")
             out[official] = _take(leaf, 0)
         else:
             out[official] = leaf

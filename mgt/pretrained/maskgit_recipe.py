@@ -11,26 +11,17 @@ GAN weight 0.1, R1 10, perceptual 0.1 (needs a local perceptual weights file), c
 entropy 0.1, EMA 0.999.
 """
 
-from ml_collections import config_dict
+from mgt.config import parse_arg
+from mgt.modalities.image.config import image_config
 
 
 def get_config(arg: str | None = None, image_size: int = 256):
-    c = config_dict.ConfigDict()
-    c.seed = 0
-    c.modality = "image"
-
-    c.data = config_dict.ConfigDict()
-    c.data.source = "folder"
-    c.data.path = config_dict.placeholder(str)
+    arg = parse_arg(arg, what=f"the MaskGIT ImageNet {image_size} recipe", runlocal=False)
+    c = image_config()
     c.data.image_size = image_size
     c.data.num_classes = 1000
-    c.data.flip = True
-    c.data.shift = 0
     c.data.num_workers = 8
-    c.data.token_augmentations = 1
 
-    c.tokenizer = config_dict.ConfigDict()
-    c.tokenizer.name = "vqgan"
     c.tokenizer.base_channels = 128
     c.tokenizer.channel_multipliers = (1, 1, 2, 2, 4)
     c.tokenizer.num_res_blocks = 2
@@ -40,28 +31,13 @@ def get_config(arg: str | None = None, image_size: int = 256):
     c.tokenizer.commitment_cost = 0.25
     c.tokenizer.entropy_cost = 0.1
 
-    c.tokenizer_train = config_dict.ConfigDict()
     c.tokenizer_train.steps = 1_000_000
     c.tokenizer_train.batch_size = 256
-    c.tokenizer_train.learning_rate = 1e-4
     c.tokenizer_train.b1 = 0.0
-    c.tokenizer_train.b2 = 0.99
-    c.tokenizer_train.weight_decay = 0.0
-    c.tokenizer_train.warmup_steps = 0
-    c.tokenizer_train.grad_clip = 0.0
-    c.tokenizer_train.grad_accum = 1
-    c.tokenizer_train.ema_decay = 0.999
     c.tokenizer_train.adversarial_weight = 0.1
-    c.tokenizer_train.adversarial_warmup_steps = 0
-    c.tokenizer_train.r1_weight = 10.0
-    c.tokenizer_train.lecam_weight = 0.0
     c.tokenizer_train.perceptual_weight = 0.1
-    c.tokenizer_train.perceptual_weights_path = config_dict.placeholder(str)
-    c.tokenizer_train.discriminator_learning_rate = 1e-4
     c.tokenizer_train.discriminator_channels = 128
 
-    c.model = config_dict.ConfigDict()
-    c.model.objective = "maskgit"
     c.model.block_style = "maskgit"
     c.model.num_layers = 24
     c.model.hidden_dim = 768
@@ -69,57 +45,30 @@ def get_config(arg: str | None = None, image_size: int = 256):
     c.model.mlp_dim = 3072
     c.model.conditioning = "class_token"
     c.model.null_condition = False  # the official vocabulary has no null class
-    c.model.position_embedding = "learned"
-    c.model.qk_norm = False
     c.model.dropout_rate = 0.1
     c.model.attention_dropout_rate = 0.1
     c.model.dtype = "bfloat16"
     c.model.remat = True
 
-    c.transformer_train = config_dict.ConfigDict()
     c.transformer_train.steps = 2_000_000
     c.transformer_train.batch_size = 256
-    c.transformer_train.learning_rate = 1e-4
-    c.transformer_train.b1 = 0.9
-    c.transformer_train.b2 = 0.96
-    c.transformer_train.weight_decay = 0.045
     c.transformer_train.warmup_steps = 5000
-    c.transformer_train.grad_clip = 0.0
-    c.transformer_train.grad_accum = 1
-    c.transformer_train.label_smoothing = 0.1
-    c.transformer_train.mask_schedule = "cosine"
-    c.transformer_train.mask_structure = "random"
-    c.transformer_train.loss_on = "masked"
-    c.transformer_train.condition_dropout = 0.0
-    c.transformer_train.ema_decay = 0.999
 
-    c.sample = config_dict.ConfigDict()
     c.sample.num_steps = 16
-    c.sample.choice_temperature = 4.5
-    c.sample.temperature = 1.0
-    c.sample.guidance = 0.0
-    c.sample.per_class = 1
-
-    c.mesh = config_dict.ConfigDict()
-    c.mesh.data = -1
-    c.mesh.fsdp = 1
 
     c.log_every = 100
     c.checkpoint_every = 5000
     c.keep_checkpoints = 3
     c.sample_every = 20000
 
-    for variant in (arg or "").split(","):
-        if variant == "runlocal":
-            c.data.num_workers = 0
-            c.tokenizer_train.batch_size = 4
-            c.transformer_train.batch_size = 4
-            c.tokenizer_train.steps = 10
-            c.transformer_train.steps = 10
-            c.model.dtype = "float32"
-            c.log_every = 1
-            c.checkpoint_every = 5
-            c.sample_every = 0
-        elif variant:
-            raise ValueError(f"unknown variant {variant!r}; expected 'runlocal'")
+    if arg.runlocal:
+        c.data.num_workers = 0
+        c.tokenizer_train.batch_size = 4
+        c.transformer_train.batch_size = 4
+        c.tokenizer_train.steps = 10
+        c.transformer_train.steps = 10
+        c.model.dtype = "float32"
+        c.log_every = 1
+        c.checkpoint_every = 5
+        c.sample_every = 0
     return c

@@ -1,6 +1,6 @@
 """Config-driven training: stages, the step loop, checkpoints with exact resume, metrics."""
 
-from mgt.training.checkpoint import CheckpointMismatchError, Checkpointer
+from mgt.training.checkpoint import Checkpointer, CheckpointMismatchError
 from mgt.training.loop import TrainingDiverged, run_stage
 from mgt.training.trainer import WorkdirMismatchError, load_config, load_pipeline, train
 

@@ -10,6 +10,7 @@ a step after all its files are written. Nothing is unpickled.
 from __future__ import annotations
 
 import os
+
 import jax
 import orbax.checkpoint as ocp
 
@@ -62,7 +63,8 @@ class Checkpointer:
         step = self.latest_step() if step is None else step
         self.check_compatible(target_state, step, partial=partial)
         abstract = jax.tree.map(_abstract, target_state)
-        items = {"state": ocp.args.PyTreeRestore(abstract, restore_args=ocp.checkpoint_utils.construct_restore_args(abstract),
+        items = {"state": ocp.args.PyTreeRestore(abstract,
+                                                 restore_args=ocp.checkpoint_utils.construct_restore_args(abstract),
                                                  partial_restore=partial)}
         if data_iterator is not None:
             items["data"] = grain.checkpoint.CheckpointRestore(data_iterator)

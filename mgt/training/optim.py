@@ -14,7 +14,8 @@ def make_optimizer(cfg, total_steps: int, *, learning_rate=None) -> optax.Gradie
     """
     lr = float(cfg.learning_rate if learning_rate is None else learning_rate)
     warmup = int(min(cfg.warmup_steps, max(total_steps - 1, 0)))
-    schedule = optax.warmup_cosine_decay_schedule(0.0, lr, max(warmup, 1), max(total_steps, warmup + 1), end_value=0.1 * lr)
+    schedule = optax.warmup_cosine_decay_schedule(0.0, lr, max(warmup, 1), max(total_steps, warmup + 1),
+                                                  end_value=0.1 * lr)
     decay_mask = lambda params: jax.tree.map(lambda p: jnp.ndim(p) >= 2, params)
     chain = []
     if cfg.grad_clip and cfg.grad_clip > 0:

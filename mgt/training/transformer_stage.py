@@ -204,7 +204,8 @@ class TransformerStage(Stage):
         if kind == "context":
             _, cached = self.token_cache()
             n = min(8 * per, len(cached["context"]))
-            return Condition.from_batch(cached).for_model(self.model_config).take(slice(0, n)), n
+            # the whole condition (labels too, for the task's writer and metrics); the model keeps its part
+            return Condition.from_batch(cached).take(slice(0, n)), n
         return Condition(), per
 
     def write_samples(self, state, step, writer=None, *, path=None) -> dict:

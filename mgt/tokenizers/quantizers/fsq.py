@@ -66,14 +66,16 @@ class FiniteScalarQuantizer(nnx.Module):
         # The paper's shift: tan, where arctanh would be exact (bound(0) = 0) for L >= 4 but undefined
         # for L = 2; for L >= 4 the two differ by < 0.2%.
         shift = np.tan(offset / half_range)
-        # Per-channel constants are kept as tuples (static module attributes, not state leaves).
-        self._constants = {
-            "scale": tuple(scale.tolist()),
-            "offset": tuple(offset.tolist()),
-            "half_range": tuple(half_range.tolist()),
-            "shift": tuple(shift.tolist()),
-            "round_shift": tuple(np.where(shifted, 0.5, 0.0).tolist()),
-        }
+        # Per-channel constants are kept as tuples (static module attributes, not state leaves), in a
+        # tuple of pairs rather than a dict: a module's graph definition must be hashable to be a
+        # static jit argument (e.g. a tokenizer inside mgt.GenerationPipeline).
+        self._constants = (
+            ("scale", tuple(scale.tolist())),
+            ("offset", tuple(offset.tolist())),
+            ("half_range", tuple(half_range.tolist())),
+            ("shift", tuple(shift.tolist())),
+            ("round_shift", tuple(np.where(shifted, 0.5, 0.0).tolist())),
+        )
         self._basis = tuple(np.cumprod((1,) + levels[:-1]).tolist())
 
         if self.dim != self.num_channels:
@@ -85,7 +87,7 @@ class FiniteScalarQuantizer(nnx.Module):
             self.in_proj = self.out_proj = None
 
     def _constant(self, name: str) -> np.ndarray:
-        return np.asarray(self._constants[name], np.float32)
+        return np.asarray(dict(self._constants)[name], np.float32)
 
     @property
     def _scale(self) -> np.ndarray:
