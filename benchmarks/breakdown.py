@@ -132,6 +132,7 @@ def generation_case(args):
 
 def train_case(args):
     """`(compiled, run, description, model FLOPs per call)` of the transformer stage's train step."""
+    from mgt.modalities import make_task
     from mgt.training.trainer import make_mesh
     from mgt.training.transformer_stage import TransformerStage
 
@@ -141,7 +142,7 @@ def train_case(args):
     config = train_bench.make_config(targs, remat=args.remat)
     mesh = make_mesh(config)
     with jax.set_mesh(mesh):
-        stage = TransformerStage(config, train_bench.StubTask(targs.image_size), mesh, workdir="/nonexistent",
+        stage = TransformerStage(config, make_task(config), mesh, workdir="/nonexistent",
                                  tokenizer=train_bench.StubTokenizer(), tokenizer_step=0, quiet=True)
         cfg = stage.model_config
         rng = np.random.RandomState(args.seed)

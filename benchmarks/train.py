@@ -173,17 +173,6 @@ def layer_loops(hlo_text: str) -> list[str]:
 
 
 # ---- configs and stub objects --------------------------------------------------------------------
-class StubTask:
-    """What the stages read from a task: the image size, input shape and class count."""
-
-    name = "image"
-
-    def __init__(self, image_size: int, num_classes: int = 1000):
-        self.image_size = image_size
-        self.input_shape = (image_size, image_size, 3)
-        self.num_classes = num_classes
-
-
 class StubTokenizer:
     """What `TransformerStage` reads from a tokenizer: the token grid (factor 16) and codebook size."""
 
@@ -263,13 +252,14 @@ def bench_transformer(args, emit) -> None:
     import jax
     import numpy as np
 
+    from mgt.modalities import make_task
     from mgt.training.trainer import make_mesh
     from mgt.training.transformer_stage import TransformerStage
 
     remats = {"both": (False, True), "on": (True,), "off": (False,)}[args.remat]
-    task = StubTask(args.image_size)
     tokenizer = StubTokenizer()
     base = make_config(args, remat=False)
+    task = make_task(base)
     mesh = make_mesh(base)
     rng = np.random.RandomState(args.seed)
     with jax.set_mesh(mesh):
@@ -319,12 +309,13 @@ def bench_tokenizer(args, emit) -> None:
     import jax
     import numpy as np
 
+    from mgt.modalities import make_task
     from mgt.training.tokenizer_stage import TokenizerStage
     from mgt.training.trainer import make_mesh
 
     config = make_config(args)
     mesh = make_mesh(config)
-    task = StubTask(args.image_size)
+    task = make_task(config)
     rng = np.random.RandomState(args.seed)
     with jax.set_mesh(mesh):
         stage = TokenizerStage(config, task, mesh, workdir="/nonexistent")

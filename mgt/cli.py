@@ -78,7 +78,7 @@ def _train(argv) -> int:
     from ml_collections import config_flags
 
     flag_values = flags.FlagValues()
-    config_flags.DEFINE_config_file("config", None, "experiment config file, e.g. configs/image/digits.py[:tiny]",
+    config_flags.DEFINE_config_file("config", None, "experiment config file, configs/<modality>/<name>.py[:variants]",
                                     flag_values=flag_values, lock_config=True)
     flags.DEFINE_string("workdir", None, "directory for checkpoints, metrics and samples", flag_values=flag_values)
     flags.DEFINE_enum("stage", "all", ["tokenizer", "transformer", "all"], "which stage(s) to train",
@@ -87,7 +87,7 @@ def _train(argv) -> int:
     if any(a in ("-h", "--help") for a in argv):
         print("usage: mgt train --config FILE[:variant] --workdir DIR [--stage tokenizer|transformer|all] "
               "[--config.KEY=VALUE ...]\n\n"
-              "  --config     experiment config file, e.g. configs/image/digits.py (variants after ':', e.g. :tiny)\n"
+              "  --config     experiment config file, configs/<modality>/<name>.py (variants after ':', e.g. :tiny)\n"
               "  --workdir    checkpoints, metrics.jsonl, TensorBoard events and sample grids; started again\n"
               "               with the same command, a run continues from its last checkpoint\n"
               "  --stage      tokenizer, transformer or all (default: all)\n"
@@ -97,7 +97,7 @@ def _train(argv) -> int:
     for i, a in enumerate(argv):  # the config file is loaded lazily by config_flags: check it first
         value = a.split("=", 1)[1] if a.startswith("--config=") else (argv[i + 1] if a == "--config" and i + 1 < len(argv) else None)
         if value is not None and not os.path.isfile(value.split(":", 1)[0]):
-            raise ValueError(f"--config {value.split(':', 1)[0]!r} does not exist (e.g. configs/image/digits.py)")
+            raise ValueError(f"--config {value.split(':', 1)[0]!r} does not exist (see the files in configs/)")
     saved_argv = sys.argv
     sys.argv = ["mgt train"] + list(argv)  # config_flags reads the --config.x overrides from sys.argv
     try:
@@ -109,7 +109,7 @@ def _train(argv) -> int:
     finally:
         sys.argv = saved_argv
     if flag_values.config is None:
-        raise ValueError("--config is required (e.g. --config configs/image/digits.py)")
+        raise ValueError("--config is required (an experiment file in configs/, e.g. --config configs/<modality>/<name>.py)")
     if not flag_values.workdir:
         raise ValueError("--workdir is required (e.g. --workdir runs/digits)")
     from mgt.training.trainer import train
@@ -165,7 +165,7 @@ def _parser(command: str, task, description: str) -> argparse.ArgumentParser:
     p.add_argument("--workdir", required=True, help="a trained (or converted) workdir")
     p.add_argument("--seed", type=int, default=0)
     p.add_argument("--out", required=True, help="output file; the modality's extensions "
-                   f"({', '.join(task.output_extensions) if task else 'e.g. .png, .npz'})")
+                   f"({', '.join(task.output_extensions) if task else 'those of its modality'})")
     return p
 
 

@@ -3,8 +3,8 @@
 `GenerationPipeline(transformer, tokenizer).generate(rng, labels=...)` runs the whole generation —
 decoding loop and tokenizer decode — as one jitted function per (shape, options); the weights of both
 models are arguments, never compile-time constants, so swapping in EMA weights or new checkpoints
-reuses the compiled code. The engine knows nothing of pixels: `tokenizer.decode` returns whatever
-the modality's output is.
+reuses the compiled code. The engine knows nothing of what the outputs are: `tokenizer.decode`
+returns whatever the modality's output is.
 """
 
 from __future__ import annotations
@@ -46,7 +46,7 @@ class GenerationPipeline:
           tokens: optional starting grid int32 `[B, *grid(, K)]` (mask id where to generate).
           **decode_kwargs: options of `mgt.decoding.decode` (num_steps, guidance_scale, ...).
         Returns:
-          the tokenizer's outputs (e.g. float32 images `[B, H, W, 3]`), or int32 tokens when
+          the tokenizer's outputs (float32 `[B, *input_shape]`), or int32 tokens when
           `decode_outputs=False`.
         """
         if decode_outputs and isinstance(self.tokenizer, nnx.Module):

@@ -26,13 +26,10 @@ def _load_config(arg="tiny"):
     return module.get_config(arg)
 
 
-@pytest.fixture(scope="module")
-def workdir(tmp_path_factory):
-    from mgt.training import train
-
-    path = str(tmp_path_factory.mktemp("digits_tiny"))
-    train(_load_config(), path, quiet=True)
-    return path
+@pytest.fixture
+def workdir(tiny_workdir):
+    """The session's trained `:tiny` workdir (read-only: tests that change it copy it)."""
+    return tiny_workdir
 
 
 def _records(path):
@@ -116,6 +113,45 @@ def test_cli_errors_are_one_line(workdir, tmp_path, capsys):
     assert "another experiment" in err and "model.num_layers" in err
 
 
+def test_sample_and_edit_options_come_from_the_modality(workdir, tmp_path, capsys):
+    """Generic options are checked before any work; the rest are the workdir's task's (`--help` lists them)."""
+    assert cli.main(["sample", "--workdir", workdir, "--help"]) == 0
+    assert "--labels" in capsys.readouterr().out
+    assert cli.main(["edit", "--workdir", workdir, "--help"]) == 0
+    out = capsys.readouterr().out
+    assert "--box" in out and "--mode" in out and "--label" in out
+    out = str(tmp_path / "x.png")
+    for args, expected in ((["--num", "0"], "--num 0: expected an integer >= 1"),
+                           (["--steps", "0"], "--steps 0: expected an integer >= 1"),
+                           (["--guidance", "-1"], "--guidance -1.0: expected a number >= 0"),
+                           (["--prompt", "a cat"], "unrecognized arguments: --prompt a cat")):
+        assert cli.main(["sample", "--workdir", workdir, *args, "--out", out]) == 1
+        err = capsys.readouterr().err
+        assert expected in err and "Traceback" not in err, err
+    assert cli.main(["sample", "--workdir", workdir, "--out", str(tmp_path)]) == 1  # a folder
+    assert "expected a path ending in one of ['.png', '.npz']" in capsys.readouterr().err
+    (tmp_path / "file").write_text("")
+    assert cli.main(["sample", "--workdir", workdir, "--out", str(tmp_path / "file" / "x.png")]) == 1
+    assert "is a file, not a folder" in capsys.readouterr().err
+    assert cli.main(["edit", "--workdir", workdir, "--image", "in.png", "--box", "0,0,4,4", "--out", "x.gif"]) == 1
+    assert "expected a path ending in one of" in capsys.readouterr().err
+    assert not os.path.exists(out)
+
+
+def test_python_users_load_any_workdir_as_a_pipeline(workdir, tmp_path):
+    import jax
+
+    import mgt
+
+    pipe = mgt.load_pipeline(workdir)
+    assert pipe.task.name == "image" and pipe.steps == {"tokenizer": 6, "transformer": 6}
+    cond = mgt.Condition(labels=np.array([4, 5], np.int32))
+    images = np.asarray(pipe.generate(jax.random.key(0), condition=cond, num_steps=2))
+    assert images.shape == (2, 16, 16, 3)
+    pipe.task.write_samples(str(tmp_path / "two.npz"), images, cond)
+    assert np.load(tmp_path / "two.npz")["labels"].tolist() == [4, 5]
+
+
 def test_edit_modes_and_bad_box(workdir, tmp_path, capsys):
     from PIL import Image
 
@@ -131,6 +167,56 @@ def test_edit_modes_and_bad_box(workdir, tmp_path, capsys):
     assert cli.main(["edit", "--workdir", workdir, "--image", src, "--box", "10,10,12,12", "--label", "3",
                      "--out", str(tmp_path / "bad.png")]) == 1
     assert "box" in capsys.readouterr().err
+
+
+def test_config_checked_before_anything_is_written_and_corrected_before_training(tmp_path):
+    """A bad field fails before config.json exists; a workdir whose stages have not started takes a
+    corrected config (the fix an error message suggests must work)."""
+    from mgt.training import train
+
+    path = str(tmp_path / "w")
+    c = _load_config()
+    c.model.num_heads = 3
+    with pytest.raises(ValueError, match="config.model: hidden_dim=32 must be divisible by num_heads=3"):
+        train(c, path, quiet=True)
+    assert not os.path.exists(os.path.join(path, "config.json"))
+    c.model.num_heads = 4
+    c.model.num_layers = 3
+    with pytest.raises(ValueError, match="no tokenizer checkpoint"):  # passes the config checks, writes it
+        train(c, path, stage="transformer", quiet=True)
+    c.model.num_layers = 2  # corrected again: nothing trained yet, so accepted
+    with pytest.raises(ValueError, match="no tokenizer checkpoint"):
+        train(c, path, stage="transformer", quiet=True)
+    with open(os.path.join(path, "config.json")) as f:
+        assert json.load(f)["model"]["num_layers"] == 2
+
+
+def test_damaged_token_cache_is_rebuilt_with_a_warning(workdir, tmp_path):
+    import glob
+
+    import jax
+
+    import mgt
+    from mgt import sharding
+    from mgt.training.transformer_stage import TransformerStage
+
+    copy = str(tmp_path / "cache")
+    shutil.copytree(workdir, copy)
+    (cache,) = glob.glob(os.path.join(copy, "transformer", "tokens_*.npz"))
+    with open(cache, "rb") as f:
+        good = np.load(f)["tokens"]
+    with open(cache, "r+b") as f:
+        f.truncate(os.path.getsize(cache) // 2)
+    pipe = mgt.load_pipeline(copy)
+    mesh = sharding.make_mesh(devices=jax.devices()[:1])
+    with jax.set_mesh(mesh):
+        stage = TransformerStage(pipe.config, pipe.task, mesh, workdir=copy, tokenizer=pipe.tokenizer,
+                                 tokenizer_step=pipe.steps["tokenizer"], quiet=True)
+        with pytest.warns(UserWarning, match="cannot be read.*rebuilding"):
+            tokens, condition = stage.token_cache()
+    np.testing.assert_array_equal(tokens, good)
+    assert condition["label"].dtype == np.int32 and len(condition["label"]) == len(tokens)
+    assert np.load(cache)["tokens"].shape == good.shape  # written again, whole
 
 
 def test_nan_loss_stops_and_keeps_the_last_good_checkpoint(workdir, tmp_path):
@@ -158,31 +244,15 @@ def test_checkpoint_of_other_shapes_is_refused_with_paths(workdir, tmp_path):
         train(c, copy, stage="transformer", quiet=True)
 
 
-SUBPROCESS_RUN = ("--config.tokenizer_train.steps=4", "--config.transformer_train.steps=8", "--config.log_every=1",
-                  "--config.sample.per_class=0")
-
-
-def _run_train(workdir, *extra, env=None, wait=True, cache=None):
-    cmd = [sys.executable, "-m", "mgt.cli", "train", "--config", TINY, "--workdir", workdir, "--quiet",
-           *SUBPROCESS_RUN, *extra]
+def _run_train(workdir, *extra, env=None, wait=True):
+    """`mgt train --config digits.py:tiny` in a new process, sharing the session's compilation cache."""
+    cmd = [sys.executable, "-m", "mgt.cli", "train", "--config", TINY, "--workdir", workdir, "--quiet", *extra]
     env = dict(os.environ, **(env or {}))
-    if cache:  # share compiled programs between the runs of one test (XLA's persistent cache)
-        env.update(JAX_COMPILATION_CACHE_DIR=cache, JAX_PERSISTENT_CACHE_MIN_COMPILE_TIME_SECS="0",
-                   JAX_PERSISTENT_CACHE_MIN_ENTRY_SIZE_BYTES="0")
     if wait:
         res = subprocess.run(cmd, capture_output=True, text=True, env=env, timeout=600, cwd=ROOT)
         assert res.returncode == 0, res.stderr[-3000:]
         return res
     return subprocess.Popen(cmd, stdout=subprocess.DEVNULL, stderr=subprocess.PIPE, env=env, cwd=ROOT)
-
-
-@pytest.fixture(scope="module")
-def straight_run(tmp_path_factory):
-    """One uninterrupted single-device run, shared by the resume and the multi-device tests."""
-    root = tmp_path_factory.mktemp("straight")
-    cache = str(root / "xla_cache")
-    _run_train(str(root / "run"), cache=cache)
-    return str(root / "run"), cache
 
 
 def _final_params(workdir):
@@ -197,10 +267,11 @@ def _final_params(workdir):
 
 
 @pytest.mark.slow
-def test_kill_9_and_resume_reaches_the_same_parameters(straight_run, tmp_path):
-    straight, cache = straight_run
+def test_kill_9_and_resume_reaches_the_same_parameters(workdir, tmp_path):
+    """A run killed (SIGKILL) after its transformer's step-4 checkpoint and started again ends with the
+    parameters of the uninterrupted session workdir (same config, trained in this process)."""
     killed = str(tmp_path / "killed")
-    proc = _run_train(killed, wait=False, cache=cache)
+    proc = _run_train(killed, wait=False)
     target = os.path.join(killed, "transformer", "checkpoints", "4")
     deadline = time.time() + 500
     while not os.path.isdir(target) and proc.poll() is None and time.time() < deadline:
@@ -208,46 +279,43 @@ def test_kill_9_and_resume_reaches_the_same_parameters(straight_run, tmp_path):
     proc.send_signal(signal.SIGKILL)
     proc.wait()
     assert proc.returncode != 0, "the run finished before it could be killed"
-    _run_train(killed, cache=cache)
-    a, b = _final_params(straight), _final_params(killed)
+    _run_train(killed)
+    a, b = _final_params(workdir), _final_params(killed)
     for stage in a:
-        assert a[stage][0] == b[stage][0] == (4 if stage == "tokenizer" else 8)
+        assert a[stage][0] == b[stage][0] == 6
         assert len(a[stage][1]) == len(b[stage][1]) > 10
         for x, y in zip(a[stage][1], b[stage][1]):
             np.testing.assert_allclose(x, y, rtol=1e-6, atol=1e-6)
 
 
 @pytest.mark.multidevice
-def test_same_losses_on_1_and_8_devices(straight_run, tmp_path):
-    straight, _ = straight_run
+def test_same_losses_on_1_and_8_devices(workdir, tmp_path):
     eight = str(tmp_path / "eight")
     # 8 fake CPU devices as a (data 4, fsdp 2) mesh: batches split 8 ways, parameters sharded along fsdp
-    _run_train(eight, "--config.mesh.data=4", "--config.mesh.fsdp=2",
+    _run_train(eight, "--config.mesh.data=4", "--config.mesh.fsdp=2", "--config.sample.per_class=0",
                env={"XLA_FLAGS": "--xla_force_host_platform_device_count=8"})
-    a, b = _records(straight), _records(eight)
-    assert len(a) == len(b) == 12
+    a, b = _records(workdir), _records(eight)
+    assert len(a) == len(b) == 6  # both stages, steps 2, 4, 6
     for ra, rb in zip(a, b):
         assert ra["stage"] == rb["stage"] and ra["step"] == rb["step"]
         assert rb["loss"] == pytest.approx(ra["loss"], rel=1e-4, abs=1e-5)
 
 
 @pytest.mark.multidevice
-def test_two_processes_train_one_model(straight_run, tmp_path):
+def test_two_processes_train_one_model(workdir, tmp_path):
     """Two JAX processes (2 fake CPU devices each, a (2, 2) mesh over both) train the transformer
-    together from the single-device run's tokenizer checkpoint: batches are assembled from
+    together from the session workdir's tokenizer checkpoint: batches are assembled from
     per-process data, checkpoints hold each process's data-iterator state, and shared files —
-    metrics, token cache, sample grid — are written once."""
+    metrics, token cache, samples — are written once."""
     import socket
 
-    straight, _ = straight_run
     run = str(tmp_path / "run")
     os.makedirs(run)
-    shutil.copytree(os.path.join(straight, "tokenizer"), os.path.join(run, "tokenizer"))
+    shutil.copytree(os.path.join(workdir, "tokenizer"), os.path.join(run, "tokenizer"))
     with socket.socket() as s:
         s.bind(("localhost", 0))
         port = s.getsockname()[1]
-    procs = [_run_train(run, "--stage", "transformer", "--config.mesh.data=2", "--config.mesh.fsdp=2",
-                        "--config.sample.per_class=1", wait=False,
+    procs = [_run_train(run, "--stage", "transformer", "--config.mesh.data=2", "--config.mesh.fsdp=2", wait=False,
                         env={"XLA_FLAGS": "--xla_force_host_platform_device_count=2", "JAX_NUM_PROCESSES": "2",
                              "JAX_COORDINATOR_ADDRESS": f"localhost:{port}", "JAX_PROCESS_ID": str(i)})
              for i in range(2)]
@@ -255,9 +323,9 @@ def test_two_processes_train_one_model(straight_run, tmp_path):
         _, err = p.communicate(timeout=600)
         assert p.returncode == 0, err[-3000:].decode()
     records = _records(run)
-    assert [(r["stage"], r["step"]) for r in records] == [("transformer", s) for s in range(1, 9)]
+    assert [(r["stage"], r["step"]) for r in records] == [("transformer", s) for s in (2, 4, 6)]
     assert all(np.isfinite(r["loss"]) for r in records)
-    data = os.path.join(run, "transformer", "checkpoints", "8", "data")
+    data = os.path.join(run, "transformer", "checkpoints", "6", "data")
     assert sorted(f for f in os.listdir(data) if f.endswith(".json")) == ["process_0-of-2.json", "process_1-of-2.json"]
     assert os.path.exists(os.path.join(run, "samples", "final.png"))
     assert len([f for f in os.listdir(os.path.join(run, "transformer")) if f.startswith("tokens_")]) == 1

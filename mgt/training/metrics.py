@@ -65,10 +65,6 @@ class MetricsWriter:
                   flush=True)
         self._last_step = step
 
-    def add_image(self, tag: str, image_hwc_uint8, step: int) -> None:
-        if self._tb is not None:
-            self._tb.add_image(f"{self.stage}/{tag}", image_hwc_uint8, int(step), dataformats="HWC")
-
     def close(self) -> None:
         if self._bar is not None:
             self._bar.close()
