@@ -74,7 +74,8 @@ def main(argv=None):
         records.append({
             "benchmark": "digits_quality", "workdir": args.workdir, "samples": int(len(labels)),
             "decode_steps": kwargs["num_steps"], "guidance": guidance,
-            "classifier_accuracy_real_heldout": real_acc, "samples_labelled_with_their_class": float(np.mean(pred == labels)),
+            "classifier_accuracy_real_heldout": real_acc,
+            "samples_labelled_with_their_class": float(np.mean(pred == labels)),
             "per_class": per_class, "within_class_spread": spread, "within_class_spread_real": real_spread,
             "diversity_vs_real": spread / real_spread, "sampling_seconds": seconds,
             "device": str(jax.devices()[0].platform)})
@@ -83,7 +84,8 @@ def main(argv=None):
     print(f"{'guidance':>8} {'labelled with their class':>26} {'diversity vs real':>18}   weakest classes")
     for r in records:
         weakest = sorted(r["per_class"].items(), key=lambda kv: kv[1])[:3]
-        print(f"{r['guidance']:>8.2f} {r['samples_labelled_with_their_class']:>26.3f} {r['diversity_vs_real']:>18.3f}   "
+        print(f"{r['guidance']:>8.2f} {r['samples_labelled_with_their_class']:>26.3f} "
+              f"{r['diversity_vs_real']:>18.3f}   "
               + " ".join(f"{c}:{a:.2f}" for c, a in weakest))
     print("(target: >= 0.90 labelled with their class)")
     write_records(args.json, records)

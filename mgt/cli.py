@@ -95,7 +95,8 @@ def _train(argv) -> int:
               "  --config.KEY=VALUE  override any config field, e.g. --config.model.num_layers=6")
         return 0
     for i, a in enumerate(argv):  # the config file is loaded lazily by config_flags: check it first
-        value = a.split("=", 1)[1] if a.startswith("--config=") else (argv[i + 1] if a == "--config" and i + 1 < len(argv) else None)
+        value = (a.split("=", 1)[1] if a.startswith("--config=")
+                 else argv[i + 1] if a == "--config" and i + 1 < len(argv) else None)
         if value is not None and not os.path.isfile(value.split(":", 1)[0]):
             raise ValueError(f"--config {value.split(':', 1)[0]!r} does not exist (see the files in configs/)")
     saved_argv = sys.argv
@@ -109,7 +110,8 @@ def _train(argv) -> int:
     finally:
         sys.argv = saved_argv
     if flag_values.config is None:
-        raise ValueError("--config is required (an experiment file in configs/, e.g. --config configs/<modality>/<name>.py)")
+        raise ValueError("--config is required (an experiment file in configs/, "
+                         "e.g. --config configs/<modality>/<name>.py)")
     if not flag_values.workdir:
         raise ValueError("--workdir is required (e.g. --workdir runs/digits)")
     from mgt.training.trainer import train

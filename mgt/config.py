@@ -37,7 +37,8 @@ def base_config() -> config_dict.ConfigDict:
     c.data.token_augmentations = 1  # copies of the data tokenized for the transformer stage (> 1: augmented)
 
     c.tokenizer = config_dict.ConfigDict()
-    c.tokenizer.name = config_dict.placeholder(str)  # a registered tokenizer or "module:Class"; other fields are its kwargs
+    # a registered tokenizer or "module:Class"; the other fields are its keyword arguments
+    c.tokenizer.name = config_dict.placeholder(str)
 
     c.tokenizer_train = config_dict.ConfigDict()
     c.tokenizer_train.steps = 1000

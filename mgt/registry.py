@@ -63,7 +63,8 @@ class Registry:
         if isinstance(name, str) and (":" in name or "." in name):
             module_name, _, attr = name.rpartition(":") if ":" in name else name.rpartition(".")
             try:
-                module = _load_file(module_name) if module_name.endswith(".py") else importlib.import_module(module_name)
+                module = (_load_file(module_name) if module_name.endswith(".py")
+                          else importlib.import_module(module_name))
             except (ImportError, OSError) as e:
                 raise ValueError(f"{self.kind} {name!r}: cannot import module {module_name!r} ({e})") from None
             if not hasattr(module, attr):
@@ -76,12 +77,20 @@ class Registry:
 def _same_definition(a, b) -> bool:
     """The same class or function defined again: its module loaded twice (a script that is also
     imported by name, a config file loaded by path). The later definition replaces the earlier."""
-    import inspect
+    file_a, file_b = _defining_file(a), _defining_file(b)
+    return getattr(a, "__qualname__", None) == getattr(b, "__qualname__", 0) and file_a is not None and file_a == file_b
 
-    try:
-        return a.__qualname__ == b.__qualname__ and inspect.getfile(a) == inspect.getfile(b)
-    except (AttributeError, TypeError):
-        return False
+
+def _defining_file(obj) -> str | None:
+    """The source file of a function, or of the first method of a class (its module may be unnamed)."""
+    import os
+
+    candidates = [obj] + (list(vars(obj).values()) if isinstance(obj, type) else [])
+    for item in candidates:
+        code = getattr(item, "__code__", None) or getattr(getattr(item, "__func__", None), "__code__", None)
+        if code is not None:
+            return os.path.abspath(code.co_filename)
+    return None
 
 
 _FILE_MODULES: dict[str, object] = {}

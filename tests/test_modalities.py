@@ -112,9 +112,8 @@ def test_condition_keeps_what_the_model_takes():
 
 def test_sampling_with_a_context_condition_and_guidance():
     """A cross-attention model samples from a Condition (context tiled for the guidance pass)."""
-    from flax import nnx
-
     import jax
+    from flax import nnx
 
     cfg = mgt.TransformerConfig(grid=(2, 2), codebook_size=8, conditioning="cross_attention", context_dim=5,
                                 null_condition=True, hidden_dim=16, num_heads=2, mlp_dim=32, num_layers=1)
@@ -134,7 +133,8 @@ def test_config_base_and_variant_parser():
 
     arg = parse_arg("tiny,layers=6", what="x.py", tiny=False, layers=0, scale=1.0)
     assert (arg.tiny, arg.layers, arg.scale) == (True, 6, 1.0)
-    with pytest.raises(ValueError, match=r"unknown variant 'huge' of x.py; expected some of \['tiny', 'layers=<int>'\]"):
+    with pytest.raises(ValueError,
+                       match=r"unknown variant 'huge' of x.py; expected some of \['tiny', 'layers=<int>'\]"):
         parse_arg("huge", what="x.py", tiny=False, layers=0)
     with pytest.raises(ValueError, match="variant layers='six' of x.py: expected a int"):
         parse_arg("layers=six", what="x.py", layers=0)

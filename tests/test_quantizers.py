@@ -392,7 +392,7 @@ def test_usage_metrics_on_known_inputs(codebook_size):
 
 _SHARDED_SCRIPT = textwrap.dedent("""
     import os
-    os.environ["XLA_FLAGS"] = "--xla_force_host_platform_device_count=8"
+    os.environ["XLA_FLAGS"] = os.environ.get("XLA_FLAGS", "") + " --xla_force_host_platform_device_count=8"
     import jax, numpy as np
     from jax.sharding import AxisType, NamedSharding, PartitionSpec as P
     from flax import nnx

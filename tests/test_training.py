@@ -54,12 +54,14 @@ def test_both_stages_train_and_write_outputs(workdir):
     assert os.path.exists(os.path.join(workdir, "samples", "final.png"))
     assert os.path.exists(os.path.join(workdir, "config.json"))
     assert sorted(os.listdir(os.path.join(workdir, "transformer", "checkpoints")))[-1] == "6"
-    assert any(n.startswith("events.out.tfevents") for n in os.listdir(os.path.join(workdir, "tensorboard", "transformer")))
+    events = os.listdir(os.path.join(workdir, "tensorboard", "transformer"))
+    assert any(n.startswith("events.out.tfevents") for n in events)
 
 
 def test_sample_npz_and_png(workdir, tmp_path, capsys):
     out = str(tmp_path / "s.npz")
-    assert cli.main(["sample", "--workdir", workdir, "--labels", "3,7", "--num", "5", "--steps", "4", "--out", out]) == 0
+    assert cli.main(["sample", "--workdir", workdir, "--labels", "3,7", "--num", "5", "--steps", "4",
+                     "--out", out]) == 0
     data = np.load(out)
     assert data["images"].dtype == np.uint8 and data["images"].shape == (5, 16, 16, 3)
     assert data["labels"].tolist() == [3, 7, 3, 7, 3]
@@ -255,6 +257,11 @@ def _run_train(workdir, *extra, env=None, wait=True):
     return subprocess.Popen(cmd, stdout=subprocess.DEVNULL, stderr=subprocess.PIPE, env=env, cwd=ROOT)
 
 
+def _xla_flags(devices: int) -> str:
+    """The session's XLA flags (see conftest) with `devices` fake CPU devices."""
+    return f"{os.environ.get('XLA_FLAGS', '')} --xla_force_host_platform_device_count={devices}"
+
+
 def _final_params(workdir):
     from mgt.training.checkpoint import Checkpointer
 
@@ -293,7 +300,7 @@ def test_same_losses_on_1_and_8_devices(workdir, tmp_path):
     eight = str(tmp_path / "eight")
     # 8 fake CPU devices as a (data 4, fsdp 2) mesh: batches split 8 ways, parameters sharded along fsdp
     _run_train(eight, "--config.mesh.data=4", "--config.mesh.fsdp=2", "--config.sample.per_class=0",
-               env={"XLA_FLAGS": "--xla_force_host_platform_device_count=8"})
+               env={"XLA_FLAGS": _xla_flags(devices=8)})
     a, b = _records(workdir), _records(eight)
     assert len(a) == len(b) == 6  # both stages, steps 2, 4, 6
     for ra, rb in zip(a, b):
@@ -316,7 +323,7 @@ def test_two_processes_train_one_model(workdir, tmp_path):
         s.bind(("localhost", 0))
         port = s.getsockname()[1]
     procs = [_run_train(run, "--stage", "transformer", "--config.mesh.data=2", "--config.mesh.fsdp=2", wait=False,
-                        env={"XLA_FLAGS": "--xla_force_host_platform_device_count=2", "JAX_NUM_PROCESSES": "2",
+                        env={"XLA_FLAGS": _xla_flags(devices=2), "JAX_NUM_PROCESSES": "2",
                              "JAX_COORDINATOR_ADDRESS": f"localhost:{port}", "JAX_PROCESS_ID": str(i)})
              for i in range(2)]
     for p in procs:

@@ -19,6 +19,10 @@ class CheckpointMismatchError(ValueError):
     """A checkpoint whose structure or shapes do not match the model built from the config."""
 
 
+class NoReadableCheckpointError(ValueError):
+    """Every checkpoint of a stage is damaged."""
+
+
 class Checkpointer:
     """Saves and restores `(state, data iterator, meta)` under `directory`.
 
@@ -69,6 +73,32 @@ class Checkpointer:
         if data_iterator is not None:
             items["data"] = grain.checkpoint.CheckpointRestore(data_iterator)
         return self._manager.restore(step, args=ocp.args.Composite(**items))["state"]
+
+    def all_steps(self) -> list[int]:
+        return sorted(int(s) for s in self._manager.all_steps())
+
+    def restore_newest_readable(self, target_state, *, data_iterator=None, partial: bool = False):
+        """Restore the newest checkpoint that reads back whole; damaged newer ones (truncated array
+        files, emptied metadata) are skipped with a warning naming their step.
+
+        Returns `(state, step, damaged_steps)`. Raises `CheckpointMismatchError` (the model does not
+        fit: not damage) at once, and `NoReadableCheckpointError` when no checkpoint reads.
+        """
+        import warnings
+
+        damaged = []
+        for step in reversed(self.all_steps()):
+            try:
+                return self.restore(target_state, step=step, data_iterator=data_iterator, partial=partial), step, damaged
+            except CheckpointMismatchError:
+                raise
+            except Exception as e:  # orbax / tensorstore / json errors of a damaged step
+                damaged.append(step)
+                reason = " ".join(f"{type(e).__name__}: {e}".split())[:300]
+                warnings.warn(f"checkpoint step {step} in {self.directory} is damaged and was skipped ({reason})",
+                              stacklevel=2)
+        raise NoReadableCheckpointError(f"no readable checkpoint in {self.directory}: steps {damaged} are all "
+                                        "damaged; remove the folder to start this stage again")
 
     def read_arrays(self, step: int | None = None) -> list:
         """The saved state's leaves as host numpy arrays, in tree order (for comparisons and tools)."""

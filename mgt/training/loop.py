@@ -88,7 +88,8 @@ def latest_state(stage, workdir: str, *, inference: bool = False):
     ckpt = Checkpointer(os.path.join(workdir, stage.name, "checkpoints"))
     try:
         if ckpt.latest_step() is None:
-            raise ValueError(f"no {stage.name} checkpoint in {workdir}; train it first (mgt train --stage {stage.name})")
+            raise ValueError(f"no {stage.name} checkpoint in {workdir}; train it first "
+                             f"(mgt train --stage {stage.name})")
         if inference:
             return ckpt.restore(stage.inference_target(), partial=True), ckpt.latest_step()
         return ckpt.restore(stage.init_state()), ckpt.latest_step()

@@ -51,7 +51,8 @@ class TokenizerStage(Stage):
         if self.adversarial:
             disc = sharding.create_sharded(self.objective.make_discriminator, self.mesh)
             dparams = nnx.state(disc, nnx.Param)
-            state.update(disc_params=dparams, disc_opt=jax.jit(self.disc_tx.init)(dparams), **self.objective.init_state())
+            state.update(disc_params=dparams, disc_opt=jax.jit(self.disc_tx.init)(dparams),
+                         **self.objective.init_state())
         return state
 
     def prepare_training(self):

@@ -40,8 +40,10 @@ def maybe_initialize_distributed() -> None:
     set `JAX_COORDINATOR_ADDRESS=host:port`, `JAX_NUM_PROCESSES` and `JAX_PROCESS_ID` on every process.
     """
     env = os.environ
-    multi = ("JAX_COORDINATOR_ADDRESS" in env or ("SLURM_NTASKS" in env and int(env.get("SLURM_NTASKS", "1")) > 1)
-             or "MEGASCALE_COORDINATOR_ADDRESS" in env or ("TPU_WORKER_HOSTNAMES" in env and "," in env["TPU_WORKER_HOSTNAMES"]))
+    multi = ("JAX_COORDINATOR_ADDRESS" in env
+             or ("SLURM_NTASKS" in env and int(env.get("SLURM_NTASKS", "1")) > 1)
+             or "MEGASCALE_COORDINATOR_ADDRESS" in env
+             or ("TPU_WORKER_HOSTNAMES" in env and "," in env["TPU_WORKER_HOSTNAMES"]))
     if not multi or jax.distributed.is_initialized():
         return
     kwargs = {}

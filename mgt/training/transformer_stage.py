@@ -176,7 +176,8 @@ class TransformerStage(Stage):
                 logits = model(inputs, **cond.model_kwargs(), deterministic=False, dropout_rng=k_dropout)
                 where = loss_mask if tc.loss_on == "masked" else None
                 with scope("loss"):
-                    loss = masking.masked_cross_entropy(logits, tokens, where, label_smoothing=float(tc.label_smoothing))
+                    loss = masking.masked_cross_entropy(logits, tokens, where,
+                                                        label_smoothing=float(tc.label_smoothing))
                     hit = (logits.argmax(-1) == tokens) & loss_mask
                     acc = hit.sum() / jnp.maximum(loss_mask.sum(), 1)
                 return loss, (acc, nnx.state(model, nnx.Not(nnx.Param)))
