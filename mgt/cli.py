@@ -106,7 +106,10 @@ def _train(argv) -> int:
         flag_values.config  # noqa: B018 - forces the config file to load here
 
     except Exception as e:  # flag and config-file errors surface as various exception types
-        raise ValueError(f"cannot load --config: {_one_line(e)}") from None
+        message = _one_line(e)
+        if message.startswith("flag --") and not message.startswith("flag --config"):
+            raise ValueError(message) from None  # e.g. --stage bogus: absl names the flag and the choices
+        raise ValueError(_unknown_override(argv) or f"cannot load --config: {message}") from None
     finally:
         sys.argv = saved_argv
     if flag_values.config is None:
@@ -118,6 +121,42 @@ def _train(argv) -> int:
 
     train(flag_values.config, flag_values.workdir, stage=flag_values.stage, quiet=flag_values.quiet)
     return 0
+
+
+def _unknown_override(argv) -> str | None:
+    """For `--config.a.b=...` naming no field: the message naming it and the nearest fields."""
+    import difflib
+
+    from absl import flags
+    from ml_collections import config_flags
+
+    config_args = [a for a in argv if not a.startswith("--config.")]
+    config_args = ["mgt train"] + [a for i, a in enumerate(config_args) if a.startswith("--config") or
+                                   (i > 0 and config_args[i - 1] == "--config")]
+    base = flags.FlagValues()
+    config_flags.DEFINE_config_file("config", None, "", flag_values=base, lock_config=True)
+    saved_argv, sys.argv = sys.argv, config_args  # config_flags applies the overrides it finds in sys.argv
+    try:
+        base(config_args, known_only=True)
+        config = base.config
+    except Exception:  # noqa: BLE001 - the config itself does not load; the caller says so
+        return None
+    finally:
+        sys.argv = saved_argv
+    for a in argv:
+        if not a.startswith("--config."):
+            continue
+        path = a[len("--config."):].split("=", 1)[0].split(".")
+        node = config
+        for depth, key in enumerate(path):
+            if not hasattr(node, "keys") or key not in node:
+                where = ".".join(path[:depth]) or "the config"
+                options = list(node.keys()) if hasattr(node, "keys") else []
+                near = difflib.get_close_matches(key, options, n=3, cutoff=0.5) or sorted(options)[:8]
+                return (f"--config.{'.'.join(path)}: {where} has no field {key!r}; "
+                        f"nearest: {', '.join(near) if near else '(none)'}")
+            node = node[key]
+    return None
 
 
 # ---- sample and edit: generic options here, the rest from the workdir's task ---------------------
@@ -180,6 +219,8 @@ def _sample(argv) -> int:
                    help="classifier-free guidance scale, >= 0 (default: the config's)")
     p.add_argument("--temperature", type=float, default=None, help="sampling temperature")
     p.add_argument("--choice-temperature", type=float, default=None, help="Gumbel noise of the confidence")
+    p.add_argument("--batch-size", type=_positive("--batch-size"), default=64,
+                   help="samples generated at once; memory is bounded by it, not by --num (default 64)")
     if task is not None:
         task.add_sample_arguments(p)
     args = p.parse_args(argv)
@@ -193,14 +234,29 @@ def _sample(argv) -> int:
     _check_writable(args.out, "--out")
     pipe = load_pipeline(args.workdir)
     s = config.sample
-    guidance = float(s.guidance) if args.guidance is None else args.guidance
-    outputs = pipe.generate(
-        jax.random.key(args.seed), condition=condition, batch_size=num,
+    options = dict(
         num_steps=int(args.steps or s.num_steps),
         choice_temperature=float(s.choice_temperature if args.choice_temperature is None else args.choice_temperature),
         temperature=float(s.temperature if args.temperature is None else args.temperature),
-        guidance_scale=guidance)
-    task.write_samples(args.out, np.asarray(outputs), condition)
+        guidance_scale=float(s.guidance) if args.guidance is None else args.guidance)
+    # one key per sample, whatever the batching: the same --seed gives the same samples at any --batch-size
+    keys = jax.random.split(jax.random.key(args.seed), num)
+    batch = min(args.batch_size, num)
+    writer = task.sample_writer(args.out, num)
+    try:
+        from tqdm import tqdm
+
+        for start in tqdm(range(0, num, batch), desc="sampling", unit="batch", disable=num <= batch or None):
+            n = min(batch, num - start)
+            rows = np.minimum(np.arange(start, start + batch), num - 1)  # the last batch padded: one compiled shape
+            cond = condition if condition.is_empty else condition.take(rows)
+            outputs = pipe.generate(keys[rows], condition=cond, batch_size=batch, **options)
+            writer.add(np.asarray(outputs)[:n], condition if condition.is_empty else condition.take(slice(start,
+                                                                                                          start + n)))
+        writer.close()
+    except BaseException:
+        writer.abort()
+        raise
     print(f"wrote {num} samples to {args.out}")
     return 0
 

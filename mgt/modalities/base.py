@@ -72,6 +72,10 @@ class Task(Protocol):
     def write_reconstructions(self, path: str, inputs, reconstructions) -> None:
         """Write inputs beside the tokenizer's reconstructions (tokenizer-stage samples)."""
 
+    def sample_writer(self, path: str, total: int):
+        """A writer for `total` samples arriving in batches: `add(outputs, condition)`, then `close()`
+        (or `abort()`); formats that can be written as they come keep memory bounded by a batch."""
+
     # ---- command line -------------------------------------------------------------------------------
     def add_sample_arguments(self, parser: argparse.ArgumentParser) -> None:
         """Add the modality's options of `mgt sample` (e.g. `--labels`)."""
@@ -160,6 +164,12 @@ class BaseTask:
 
     def add_edit_arguments(self, parser: argparse.ArgumentParser) -> None:
         pass
+
+    def sample_writer(self, path: str, total: int):
+        """Collects the batches and writes them with `write_samples` at the end."""
+        from mgt.modalities.writers import BufferedSampleWriter
+
+        return BufferedSampleWriter(self.write_samples, path)
 
     def edit(self, args, pipeline, rng, *, num_steps: int):
         raise ValueError(f"the {self.name!r} task offers no edits")

@@ -81,24 +81,26 @@ class Checkpointer:
         """Restore the newest checkpoint that reads back whole; damaged newer ones (truncated array
         files, emptied metadata) are skipped with a warning naming their step.
 
-        Returns `(state, step, damaged_steps)`. Raises `CheckpointMismatchError` (the model does not
-        fit: not damage) at once, and `NoReadableCheckpointError` when no checkpoint reads.
+        Returns `(state, step, damaged_steps)`; `self.damage` maps each damaged step to the error.
+        Raises `CheckpointMismatchError` (the model does not fit: not damage) at once, and
+        `NoReadableCheckpointError` when no checkpoint reads.
         """
-        import warnings
-
         damaged = []
+        self.damage = {}
         for step in reversed(self.all_steps()):
             try:
-                return self.restore(target_state, step=step, data_iterator=data_iterator, partial=partial), step, damaged
+                # step 0 holds converted / imported weights and no data-iterator position
+                state = self.restore(target_state, step=step, data_iterator=data_iterator if step > 0 else None,
+                                     partial=partial)
+                return state, step, damaged
             except CheckpointMismatchError:
                 raise
             except Exception as e:  # orbax / tensorstore / json errors of a damaged step
                 damaged.append(step)
-                reason = " ".join(f"{type(e).__name__}: {e}".split())[:300]
-                warnings.warn(f"checkpoint step {step} in {self.directory} is damaged and was skipped ({reason})",
-                              stacklevel=2)
+                self.damage[step] = " ".join(f"{type(e).__name__}: {e}".split())[:200]
         raise NoReadableCheckpointError(f"no readable checkpoint in {self.directory}: steps {damaged} are all "
-                                        "damaged; remove the folder to start this stage again")
+                                        f"damaged (step {damaged[0]}: {self.damage[damaged[0]]}); remove the "
+                                        "folder to start this stage again")
 
     def read_arrays(self, step: int | None = None) -> list:
         """The saved state's leaves as host numpy arrays, in tree order (for comparisons and tools)."""
@@ -131,6 +133,19 @@ class Checkpointer:
                 f"({len(problems)} parameter paths differ):\n" + "\n".join(problems[:40])
                 + ("\n  ..." if len(problems) > 40 else "")
             )
+
+    def set_aside(self, steps, folder: str) -> None:
+        """Move the folders of `steps` (damaged checkpoints) into `folder`, so that training continues
+        from an older step without them shadowing its new checkpoints."""
+        import shutil
+        import time
+
+        os.makedirs(folder, exist_ok=True)
+        for step in steps:
+            source = os.path.join(self.directory, str(step))
+            if os.path.exists(source):
+                shutil.move(source, os.path.join(folder, f"{step}_{int(time.time())}"))
+        self._manager.reload()
 
     def wait(self) -> None:
         self._manager.wait_until_finished()

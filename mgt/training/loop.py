@@ -11,8 +11,10 @@ checkpointed with the state, so a run resumed from a checkpoint continues exactl
 
 from __future__ import annotations
 
+import json
 import math
 import os
+import sys
 
 import jax
 
@@ -32,10 +34,14 @@ def run_stage(stage, *, workdir: str, config, meta: dict, quiet: bool = False):
         stage.prepare_training()
     state = stage.init_state()
     iterator = stage.data_iterator()
-    latest = ckpt.latest_step()
-    start = latest or 0
-    if latest is not None:  # step 0 exists for converted / imported weights (fine-tuning starts there)
-        state = ckpt.restore(state, data_iterator=iterator if latest > 0 else None)
+    start = 0
+    if ckpt.latest_step() is not None:  # step 0 exists for converted / imported weights (fine-tuning starts there)
+        state, start, damaged = ckpt.restore_newest_readable(state, data_iterator=iterator)
+        if damaged and is_writer():
+            aside = os.path.join(workdir, stage.name, "damaged_checkpoints")
+            ckpt.set_aside(damaged, aside)
+            print(f"[{stage.name}] checkpoint step(s) {damaged} are damaged ({ckpt.damage[damaged[0]]}; moved to "
+                  f"{aside}); resuming from step {start}", file=sys.stderr, flush=True)
         if not quiet and is_writer():
             print(f"[{stage.name}] resumed from step {start} ({ckpt.directory})", flush=True)
     total = stage.total_steps
@@ -47,6 +53,7 @@ def run_stage(stage, *, workdir: str, config, meta: dict, quiet: bool = False):
     base_key = jax.random.key(int(config.seed))
     checkpoint_every = int(config.checkpoint_every) or total
     sample_every = int(config.sample_every)
+    losses = []  # (step, loss) of this run, for the divergence report
     try:
         for step in range(start, total):
             batch = stage.batch_to_device(next(iterator))
@@ -56,12 +63,10 @@ def run_stage(stage, *, workdir: str, config, meta: dict, quiet: bool = False):
             bad = [k for k in ("loss", "grad_norm") if k in metrics and not math.isfinite(metrics[k])]
             if bad:
                 ckpt.wait()
-                last = ckpt.latest_step()
-                raise TrainingDiverged(
-                    f"[{stage.name}] {bad[0]} is {metrics[bad[0]]} at step {done}; stopped. The last good "
-                    f"checkpoint is step {last} in {ckpt.directory}" if last else
-                    f"[{stage.name}] {bad[0]} is {metrics[bad[0]]} at step {done}; stopped before any checkpoint"
-                )
+                raise TrainingDiverged(_divergence_message(stage.name, bad[0], metrics[bad[0]], done,
+                                                           ckpt.latest_step(), losses, workdir))
+            if "loss" in metrics:
+                losses.append((done, metrics["loss"]))
             writer.progress(done, {"loss": metrics.get("loss", float("nan"))})
             if done % checkpoint_every == 0 or done == total:
                 ckpt.save(done, state, data_iterator=iterator, meta=meta)
@@ -79,6 +84,52 @@ def run_stage(stage, *, workdir: str, config, meta: dict, quiet: bool = False):
     return state
 
 
+# A loss this many times its running minimum before a NaN means the weights had already exploded.
+GROWTH_BEFORE_NAN = 100.0
+
+
+def _divergence_message(stage_name, what, value, step, last_checkpoint, losses, workdir) -> str:
+    """The one-line report of a NaN / Inf stop; also records it in `<stage>/diverged.json`, which
+    sampling reads to warn about checkpoints saved while the loss was exploding."""
+    msg = f"[{stage_name}] {what} is {value} at step {step}; stopped."
+    grown = None
+    if losses:
+        low = min(loss for _, loss in losses)
+        peak_step, peak = max(losses, key=lambda sl: sl[1])
+        if low > 0 and peak > GROWTH_BEFORE_NAN * low:
+            grown = (low, peak, peak_step)
+            msg += (f" The loss had grown from {low:.4g} to {peak:.4g} (step {peak_step}) before that: the weights "
+                    "were exploding, so recent checkpoints may hold diverged weights too.")
+    if last_checkpoint is None:
+        return msg + " No checkpoint was saved."
+    msg += f" The last checkpoint is step {last_checkpoint} in {os.path.join(workdir, stage_name, 'checkpoints')}"
+    msg += (" — resume from an earlier one (move the newer step folders away) or lower the learning rate."
+            if grown else ".")
+    if is_writer():
+        with open(os.path.join(workdir, stage_name, "diverged.json"), "w") as f:
+            json.dump({"step": step, "last_checkpoint": last_checkpoint, "loss_grew": grown is not None,
+                       "loss_min": grown[0] if grown else None, "loss_peak": grown[1] if grown else None}, f)
+    return msg
+
+
+def diverged_warning(stage_name: str, workdir: str, step: int) -> str | None:
+    """A warning when checkpoint `step` of a stage was the last one before its training diverged."""
+    path = os.path.join(workdir, stage_name, "diverged.json")
+    if not os.path.exists(path):
+        return None
+    try:
+        with open(path) as f:
+            record = json.load(f)
+    except (OSError, ValueError):
+        return None
+    if record.get("last_checkpoint") != step:
+        return None
+    why = (f"its loss had grown from {record['loss_min']:.4g} to {record['loss_peak']:.4g}"
+           if record.get("loss_grew") else "it stopped on a non-finite loss")
+    return (f"the {stage_name} checkpoint step {step} in {workdir} was saved shortly before training diverged at "
+            f"step {record['step']} ({why}); its samples may be noise")
+
+
 def latest_state(stage, workdir: str, *, inference: bool = False):
     """The latest checkpointed state of `stage` and its step (raises ValueError when there is none).
 
@@ -90,8 +141,14 @@ def latest_state(stage, workdir: str, *, inference: bool = False):
         if ckpt.latest_step() is None:
             raise ValueError(f"no {stage.name} checkpoint in {workdir}; train it first "
                              f"(mgt train --stage {stage.name})")
-        if inference:
-            return ckpt.restore(stage.inference_target(), partial=True), ckpt.latest_step()
-        return ckpt.restore(stage.init_state()), ckpt.latest_step()
+        target = stage.inference_target() if inference else stage.init_state()
+        state, step, damaged = ckpt.restore_newest_readable(target, partial=inference)
+        if damaged:
+            print(f"mgt: the {stage.name} checkpoint step(s) {damaged} in {ckpt.directory} are damaged "
+                  f"({ckpt.damage[damaged[0]]}); using step {step}", file=sys.stderr, flush=True)
+        warning = diverged_warning(stage.name, workdir, step)
+        if warning:
+            print(f"mgt: warning: {warning}", file=sys.stderr, flush=True)
+        return state, step
     finally:
         ckpt.close()

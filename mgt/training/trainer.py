@@ -22,6 +22,7 @@ from mgt.modalities import make_task
 from mgt.training.loop import latest_state, run_stage
 from mgt.training.tokenizer_stage import TokenizerStage
 from mgt.training.transformer_stage import TransformerStage
+from mgt.training.workdir_lock import WorkdirLock
 
 STAGES = ("tokenizer", "transformer", "all")
 # Fields that define the experiment, with the task's own `identity_keys`: a workdir is refused when
@@ -138,15 +139,21 @@ def train(config, workdir: str, *, stage: str = "all", quiet: bool = False) -> d
     out = {}
     with jax.set_mesh(mesh):
         tok_stage, tr_stage = _build_stages(config, task, mesh, workdir, quiet=quiet)
-        check_workdir(config, workdir, task.identity_keys)
-        if stage in ("tokenizer", "all"):
-            out["tokenizer"] = run_stage(tok_stage, workdir=workdir, config=config, meta=meta, quiet=quiet)
-            tok_state, tok_step = out["tokenizer"], int(out["tokenizer"]["step"])
-        if stage in ("transformer", "all"):
-            if stage == "transformer":
-                tok_state, tok_step = latest_state(tok_stage, workdir, inference=True)
-            tr_stage.tokenizer, tr_stage.tokenizer_step = tok_stage.model_from_state(tok_state), tok_step
-            out["transformer"] = run_stage(tr_stage, workdir=workdir, config=config, meta=meta, quiet=quiet)
+        # one training process per workdir (process 0 of a multi-process job holds it for all)
+        lock = WorkdirLock(workdir).acquire() if sharding.is_writer() else None
+        try:
+            check_workdir(config, workdir, task.identity_keys)
+            if stage in ("tokenizer", "all"):
+                out["tokenizer"] = run_stage(tok_stage, workdir=workdir, config=config, meta=meta, quiet=quiet)
+                tok_state, tok_step = out["tokenizer"], int(out["tokenizer"]["step"])
+            if stage in ("transformer", "all"):
+                if stage == "transformer":
+                    tok_state, tok_step = latest_state(tok_stage, workdir, inference=True)
+                tr_stage.tokenizer, tr_stage.tokenizer_step = tok_stage.model_from_state(tok_state), tok_step
+                out["transformer"] = run_stage(tr_stage, workdir=workdir, config=config, meta=meta, quiet=quiet)
+        finally:
+            if lock is not None:
+                lock.release()
     return out
 
 

@@ -11,13 +11,15 @@ A source is any object with `__len__` and `__getitem__(i) -> {"image": uint8 [H,
 
 from __future__ import annotations
 
+import functools
 import logging
 import os
 
 import numpy as np
-from PIL import Image, ImageOps
+from PIL import Image
 
 from mgt.modalities.image import preprocess
+from mgt.modalities.image.io import to_rgb
 from mgt.registry import Registry
 
 log = logging.getLogger(__name__)
@@ -53,11 +55,26 @@ def _is_image(name: str) -> bool:
 
 
 def _images_under(folder: str) -> list[str]:
-    """All image files below `folder` (recursively), in sorted order; hidden entries skipped."""
-    found = []
+    """All image files below `folder` (recursively, following links), in sorted order, each real file
+    once; hidden entries skipped. A folder reached again through a link (a loop) is skipped with
+    one warning."""
+    found, seen_dirs, seen_files, loops = [], set(), set(), []
     for root, dirs, files in os.walk(folder, followlinks=True):
+        real = os.path.realpath(root)
+        if real in seen_dirs:
+            loops.append(root)
+            dirs[:] = []
+            continue
+        seen_dirs.add(real)
         dirs[:] = sorted(d for d in dirs if not d.startswith("."))
-        found.extend(os.path.join(root, f) for f in sorted(files) if _is_image(f))
+        for f in sorted(files):
+            path = os.path.join(root, f)
+            if _is_image(f) and os.path.realpath(path) not in seen_files:
+                seen_files.add(os.path.realpath(path))
+                found.append(path)
+    if loops:
+        log.warning("ImageFolderSource: %d linked folder(s) under %s lead back to folders already read (e.g. %s); "
+                    "each file is read once", len(loops), folder, loops[0])
     return found
 
 
@@ -109,6 +126,7 @@ class ImageFolderSource:
         self.labels = np.asarray(labels, np.int32)
         self.image_size = image_size
         self.stats = {"skipped": 0, "skipped_files": []}
+        self._noted = set()
 
     def __len__(self) -> int:
         return len(self.files)
@@ -117,9 +135,13 @@ class ImageFolderSource:
         return f"ImageFolderSource({self.path!r}, {len(self)} images, {len(self.class_names)} classes)"
 
     def _load(self, index: int) -> np.ndarray:
+        notes = []
         with Image.open(self.files[index]) as pil:
-            pil = ImageOps.exif_transpose(pil)
-            image = np.asarray(pil.convert("RGB"), dtype=np.uint8)
+            image = to_rgb(pil, notes, self.files[index])  # any bit depth; transparency onto white
+        for note in notes:
+            if note not in self._noted:
+                self._noted.add(note)
+                log.warning("%s", note)
         if self.image_size is not None:
             image = preprocess.resize_and_crop(image, self.image_size)
         return image
@@ -170,30 +192,21 @@ class DigitsSource:
     class_names = [str(d) for d in range(10)]
 
     def __init__(self, image_size: int = 32, split: str = "train", test_fraction: float = 0.1, seed: int = 0):
-        from sklearn.datasets import load_digits
-
         if split not in ("train", "test", "all"):
             raise ValueError(f"DigitsSource: split must be 'train', 'test' or 'all', got {split!r}")
         if image_size < 8 or image_size % 8:
             raise ValueError(f"DigitsSource: image_size must be a multiple of 8 (16 or 32), got {image_size}")
         if not 0.0 < test_fraction < 1.0:
             raise ValueError(f"DigitsSource: test_fraction must be in (0, 1), got {test_fraction}")
-        digits = load_digits()
-        n = len(digits.target)
+        images, targets = _upsampled_digits(int(image_size))
+        n = len(targets)
         order = np.random.default_rng(seed).permutation(n)
         n_test = int(round(test_fraction * n))
         indices = {"test": order[:n_test], "train": order[n_test:], "all": np.arange(n)}[split]
         self.indices = np.sort(indices)
         self.split, self.image_size = split, image_size
-        self.labels = digits.target[self.indices].astype(np.int32)
-        grey = np.clip(digits.images[self.indices] * (255.0 / 16.0), 0, 255).round().astype(np.uint8)
-        big = np.stack(
-            [
-                np.asarray(Image.fromarray(g).resize((image_size, image_size), Image.Resampling.BICUBIC))
-                for g in grey
-            ]
-        )
-        self.images = np.repeat(big[..., None], 3, axis=-1)  # uint8 [N, S, S, 3]
+        self.labels = targets[self.indices].astype(np.int32)
+        self.images = images[self.indices]  # uint8 [N, S, S, 3], a copy
 
     def __len__(self) -> int:
         return len(self.images)
@@ -203,6 +216,22 @@ class DigitsSource:
 
     def __getitem__(self, index: int) -> dict:
         return _record(self.images[index], self.labels[index])
+
+
+@functools.lru_cache(maxsize=4)
+def _upsampled_digits(image_size: int) -> tuple[np.ndarray, np.ndarray]:
+    """All 1,797 digits as uint8 `[N, S, S, 3]` and their labels, built once per size and process
+    (reading and upsampling them takes about a second; the trainer, the token cache and the metrics
+    each open the source)."""
+    from sklearn.datasets import load_digits
+
+    digits = load_digits()
+    grey = np.clip(digits.images * (255.0 / 16.0), 0, 255).round().astype(np.uint8)
+    big = np.stack([np.asarray(Image.fromarray(g).resize((image_size, image_size), Image.Resampling.BICUBIC))
+                    for g in grey])
+    images = np.repeat(big[..., None], 3, axis=-1)
+    images.setflags(write=False)  # shared by every DigitsSource of this size
+    return images, np.asarray(digits.target)
 
 
 # ---- in-memory arrays --------------------------------------------------------------------------

@@ -74,16 +74,20 @@ class ImageTask(BaseTask):
 
     # ---- files ----------------------------------------------------------------------------------
     def read_input(self, path: str, argument: str = "--image") -> np.ndarray:
-        """An image file → float32 `[S, S, 3]` in [0, 1] (resized and centre-cropped)."""
-        from PIL import Image, UnidentifiedImageError
+        """An image file → float32 `[S, S, 3]` in [0, 1] (resized and centre-cropped). Any bit depth is
+        scaled from its own range; transparency is composited onto white; an image smaller than S is
+        upscaled with a warning (all on stderr)."""
+        import sys
 
-        if not os.path.isfile(path):
-            raise ValueError(f"{argument} {path!r} does not exist")
-        try:
-            with Image.open(path) as im:
-                image = np.asarray(im.convert("RGB"))
-        except (UnidentifiedImageError, OSError) as e:
-            raise ValueError(f"{argument} {path!r} is not a readable image ({e})") from None
+        from mgt.modalities.image.io import read_rgb
+
+        notes = []
+        image = read_rgb(path, notes=notes, argument=argument)
+        if min(image.shape[:2]) < self.image_size:
+            notes.append(f"{argument} {path!r} is {image.shape[1]}x{image.shape[0]} pixels, smaller than the model's "
+                         f"{self.image_size}x{self.image_size}: upscaled")
+        for note in notes:
+            print(f"mgt: warning: {note}", file=sys.stderr)
         return to_float(resize_and_crop(image, self.image_size))
 
     def write_samples(self, path: str, outputs, condition: Condition | None = None, *, grid: bool = True) -> None:
@@ -105,6 +109,13 @@ class ImageTask(BaseTask):
         names = None if labels is None else [str(int(x)) for x in labels]
         save_image_grid(path, outputs, labels=names, ncols=_class_columns(labels),
                         upscale=max(1, 64 // self.image_size))
+
+    def sample_writer(self, path: str, total: int):
+        """`.npz`: streamed batch by batch (uint8 `images`, `labels`); `.png`: collected for the grid."""
+        if not path.lower().endswith(".npz"):
+            return super().sample_writer(path, total)
+        self.check_output(path)
+        return _NpzImages(path, total, self.input_shape)
 
     def write_reconstructions(self, path: str, inputs, reconstructions) -> None:
         """Originals in the first row, reconstructions below."""
@@ -163,6 +174,29 @@ class ImageTask(BaseTask):
         from mgt.modalities.image.metrics import digit_class_accuracy
 
         return {"digit_class_accuracy": digit_class_accuracy(outputs, condition.labels)}
+
+
+class _NpzImages:
+    """Images float32 in [0, 1] → uint8 rows of a streamed `.npz` (`images`, `labels`)."""
+
+    def __init__(self, path: str, total: int, input_shape: tuple[int, ...]):
+        from mgt.modalities.writers import NpzStreamWriter
+
+        ensure_parent(path)
+        self._npz = NpzStreamWriter(path, total, {"images": input_shape, "labels": ()},
+                                    {"images": np.uint8, "labels": np.int32})
+
+    def add(self, outputs, condition) -> None:
+        images = np.round(np.clip(np.asarray(outputs, np.float32), 0.0, 1.0) * 255.0).astype(np.uint8)
+        labels = (np.zeros(len(images), np.int32) if condition is None or condition.labels is None
+                  else np.asarray(condition.labels, np.int32))
+        self._npz.add(images=images, labels=labels)
+
+    def close(self) -> None:
+        self._npz.close()
+
+    def abort(self) -> None:
+        self._npz.abort()
 
 
 def _class_columns(labels) -> int | None:
