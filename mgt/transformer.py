@@ -74,7 +74,7 @@ class TransformerConfig:
         _check_choice("dtype", self.dtype, tuple(DTYPES))
         if self.hidden_dim % self.num_heads:
             raise ValueError(f"hidden_dim={self.hidden_dim} must be divisible by num_heads={self.num_heads}")
-        if self.conditioning in ("class_token", "adaln") and self.num_classes < 1:
+        if self.condition_input == "labels" and self.num_classes < 1:
             raise ValueError(f"conditioning={self.conditioning!r} needs num_classes >= 1, got {self.num_classes}")
         if self.conditioning == "cross_attention" and self.context_dim < 1:
             raise ValueError(f"conditioning='cross_attention' needs context_dim >= 1, got {self.context_dim}")
