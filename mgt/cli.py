@@ -174,27 +174,17 @@ def _workdir_task(prog: str, argv):
     return config, make_task(config)
 
 
-def _positive(name):
+def _number(name: str, kind=int, minimum=1):
+    """argparse type: a `kind` number >= `minimum`, with a message naming the option."""
+    what = f"{'an integer' if kind is int else 'a number'} >= {minimum}"
+
     def parse(text):
         try:
-            value = int(text)
+            value = kind(text)
         except ValueError:
-            raise argparse.ArgumentTypeError(f"{name} {text!r}: expected an integer >= 1") from None
-        if value < 1:
-            raise argparse.ArgumentTypeError(f"{name} {value}: expected an integer >= 1")
-        return value
-
-    return parse
-
-
-def _non_negative_float(name):
-    def parse(text):
-        try:
-            value = float(text)
-        except ValueError:
-            raise argparse.ArgumentTypeError(f"{name} {text!r}: expected a number >= 0") from None
-        if not value >= 0:
-            raise argparse.ArgumentTypeError(f"{name} {value}: expected a number >= 0")
+            raise argparse.ArgumentTypeError(f"{name} {text!r}: expected {what}") from None
+        if not value >= minimum:
+            raise argparse.ArgumentTypeError(f"{name} {value}: expected {what}")
         return value
 
     return parse
@@ -213,13 +203,13 @@ def _parser(command: str, task, description: str) -> argparse.ArgumentParser:
 def _sample(argv) -> int:
     config, task = _workdir_task("mgt sample", argv)
     p = _parser("sample", task, COMMANDS["sample"])
-    p.add_argument("--num", type=_positive("--num"), default=None, help="number of samples (default: the modality's)")
-    p.add_argument("--steps", type=_positive("--steps"), default=None, help="decoding steps (default: the config's)")
-    p.add_argument("--guidance", type=_non_negative_float("--guidance"), default=None,
+    p.add_argument("--num", type=_number("--num"), default=None, help="number of samples (default: the modality's)")
+    p.add_argument("--steps", type=_number("--steps"), default=None, help="decoding steps (default: the config's)")
+    p.add_argument("--guidance", type=_number("--guidance", float, 0), default=None,
                    help="classifier-free guidance scale, >= 0 (default: the config's)")
     p.add_argument("--temperature", type=float, default=None, help="sampling temperature")
     p.add_argument("--choice-temperature", type=float, default=None, help="Gumbel noise of the confidence")
-    p.add_argument("--batch-size", type=_positive("--batch-size"), default=64,
+    p.add_argument("--batch-size", type=_number("--batch-size"), default=64,
                    help="samples generated at once; memory is bounded by it, not by --num (default 64)")
     if task is not None:
         task.add_sample_arguments(p)
@@ -264,7 +254,7 @@ def _sample(argv) -> int:
 def _edit(argv) -> int:
     config, task = _workdir_task("mgt edit", argv)
     p = _parser("edit", task, COMMANDS["edit"])
-    p.add_argument("--steps", type=_positive("--steps"), default=12, help="decoding steps")
+    p.add_argument("--steps", type=_number("--steps"), default=12, help="decoding steps")
     if task is not None:
         task.add_edit_arguments(p)
     args = p.parse_args(argv)

@@ -56,6 +56,12 @@ def pytest_unconfigure(config):
         shutil.rmtree(os.environ.pop(_CACHE_ENV), ignore_errors=True)
 
 
+def pytest_xdist_auto_num_workers(config):
+    """`-n auto`: one worker more than cores — while a worker waits on a subprocess test or on the shared
+    workdir's lock, the extra one keeps the cores busy."""
+    return (os.cpu_count() or 1) + 1
+
+
 def load_tiny_config(arg: str = "tiny"):
     import importlib.util
 
