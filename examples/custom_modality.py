@@ -250,9 +250,11 @@ def main(argv=None):
     config = get_config(",".join(name for name in ("tiny", "context") if getattr(args, name)))
     train(config, args.workdir, quiet=args.tiny)
     pipe = mgt.load_pipeline(args.workdir)
-    labels = np.repeat(np.arange(4, dtype=np.int32), 4)
+    s = config.sample
+    labels = np.sort(np.resize(np.arange(4, dtype=np.int32), 8 * int(s.per_class)))  # every class, in order
     condition = Condition(labels=labels, context=describe(labels, np.full(len(labels), 0.8), 4))
-    waves = pipe.generate(jax.random.key(0), condition=condition, num_steps=8, guidance_scale=1.0)
+    waves = pipe.generate(jax.random.key(0), condition=condition, num_steps=int(s.num_steps),
+                          guidance_scale=float(s.guidance))
     out = args.out or os.path.join(args.workdir, "waves.png")
     pipe.task.write_samples(out, waves, condition)
     accuracy = pipe.task.sample_metrics(np.asarray(waves), condition)["frequency_accuracy"]

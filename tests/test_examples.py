@@ -43,16 +43,17 @@ def test_custom_modality_example_with_a_cross_attention_context(tmp_path, capsys
     example = _load("custom_modality")
     workdir = str(tmp_path / "waves")
     waves, accuracy = example.main(["--workdir", workdir, "--tiny", "--context"])
-    assert np.asarray(waves).shape == (16, 64, 1) and 0.0 <= accuracy <= 1.0
+    assert np.asarray(waves).shape == (8, 64, 1) and 0.0 <= accuracy <= 1.0
     (cache,) = glob.glob(f"{workdir}/transformer/tokens_*.npz")
     data = np.load(cache)
     assert data["tokens"].shape == (1024, 16) and data["context"].shape == (1024, 2, 5)
     rows = [json.loads(line) for line in open(f"{workdir}/metrics.jsonl")]
     assert "samples/frequency_accuracy" in rows[-1]  # the task's metric, logged with the final samples
     out = str(tmp_path / "w.npz")
-    assert cli.main(["sample", "--workdir", workdir, "--classes", "1,2", "--amplitude", "0.5", "--num", "3",
-                     "--steps", "2", "--out", out]) == 0
+    # the samples' shapes and options are those of training's final samples: the compiled generation is reused
+    assert cli.main(["sample", "--workdir", workdir, "--classes", "1,2", "--amplitude", "0.5", "--num", "8",
+                     "--out", out]) == 0
     saved = np.load(out)
-    assert saved["waves"].shape == (3, 64) and saved["labels"].tolist() == [1, 2, 1]
+    assert saved["waves"].shape == (8, 64) and saved["labels"].tolist() == [1, 2] * 4
     assert cli.main(["sample", "--workdir", workdir, "--labels", "1", "--out", out]) == 1
     assert "unrecognized arguments: --labels" in capsys.readouterr().err

@@ -1,7 +1,7 @@
 """The built-in default: class-conditional MaskGIT on scikit-learn's handwritten digits (no download).
 
 Trains a small VQGAN (16 px digits → 4×4 tokens, 128 codes) and a class-conditional masked
-Transformer (4 layers × 128) on the 1,617 training digits, in 6–10 minutes on a 2-core CPU:
+Transformer (4 layers × 128) on the 1,617 training digits, in 6–17 minutes on a 2-core CPU (depending on the CPU):
 
     mgt train --config configs/image/digits.py --workdir runs/digits
     mgt sample --workdir runs/digits --out digits.png

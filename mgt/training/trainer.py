@@ -119,8 +119,9 @@ def load_config(workdir: str) -> ml_collections.ConfigDict:
 
 
 def _build_stages(config, task, mesh, workdir: str, *, quiet: bool):
-    """Both stages, the transformer's on an abstract tokenizer (shapes only): every config field is
-    checked here, before anything is written or trained."""
+    """Both stages, the transformer's on an abstract tokenizer (shapes only), and the data checked
+    against the config: every config field is checked here, before anything is written or trained."""
+    task.check_source(task.source("train"))  # e.g. labels beyond data.num_classes
     tok_stage = TokenizerStage(config, task, mesh, workdir=workdir)
     abstract_tokenizer = sharding.abstract_model(tok_stage.make_model)
     tr_stage = TransformerStage(config, task, mesh, workdir=workdir, tokenizer=abstract_tokenizer,
