@@ -216,6 +216,8 @@ def get_config(arg: str | None = None):
     c.tokenizer.hidden = 32
     c.tokenizer_train.steps = 400
     c.tokenizer_train.learning_rate = 3e-3
+    # short runs: an EMA of decay 0.999 (the base's, for long runs) would still be 2/3 initial weights
+    c.tokenizer_train.ema_decay = c.transformer_train.ema_decay = 0.99
     c.model.num_layers = 2
     c.model.hidden_dim = 64
     c.model.mlp_dim = 128
