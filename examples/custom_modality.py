@@ -7,6 +7,10 @@ class) and a random amplitude and phase; the tokenizer turns each 4-sample patch
 finite-scalar-quantized codes, so a wave is a `(16,)` token grid. Everything else — the token cache,
 the masked Transformer, classifier-free guidance, checkpoints, `mgt sample` — is mgt's.
 
+This small config shows the interface, not a tuned model: with 2 × 64 layers and 600 steps the
+tokenizer reconstructs every wave with its frequency, but the samples do not yet follow the asked
+frequency reliably (measure it: `samples/frequency_accuracy` in metrics.jsonl).
+
 The config (`get_config` below) names the task and the tokenizer by this file's path, so a fresh
 process (`mgt sample`) finds them; in your own package use the import path, e.g.
 `c.modality = "my_pkg.waves:WaveTask"`.
