@@ -10,10 +10,11 @@ from __future__ import annotations
 
 import jax
 import jax.numpy as jnp
+import optax
 from flax import nnx
 
 from mgt import sharding
-from mgt.profiling import scoped
+from mgt.profiling import scope, scoped
 
 
 @scoped("ema")
@@ -74,10 +75,6 @@ class Stage:
 
     def _update(self, state, grads, params, rest, decay: float):
         """Apply `grads` with the stage's optimiser to `params`; the EMA follows. → new state entries."""
-        import optax
-
-        from mgt.profiling import scope
-
         with scope("optimizer"):
             updates, opt = self.tx.update(grads, state["opt"], state["params"])
             new_params = optax.apply_updates(params, updates)
