@@ -30,13 +30,13 @@ class NpzStreamWriter:
         self.tmp = path + ".partial"
         self.shapes = {k: tuple(v) for k, v in shapes.items()}
         self.dtypes = {k: np.dtype(v) for k, v in dtypes.items()}
-        self.rows = {k: [] for k in shapes}  # pending batches per key (written in key order at close)
         self.written = 0
         os.makedirs(os.path.dirname(os.path.abspath(path)), exist_ok=True)
         self._zip = zipfile.ZipFile(self.tmp, "w", zipfile.ZIP_STORED, allowZip64=True)
         # The first key streams directly; the others are small per-example metadata (labels) kept in
         # memory until the end.
         self._stream_key = next(iter(shapes))
+        self.rows = {k: [] for k in shapes if k != self._stream_key}  # pending batches of the other keys
         self._member = self._zip.open(f"{self._stream_key}.npy", "w", force_zip64=True)
         header = {"descr": np.lib.format.dtype_to_descr(self.dtypes[self._stream_key]), "fortran_order": False,
                   "shape": (self.total,) + self.shapes[self._stream_key]}
@@ -62,8 +62,6 @@ class NpzStreamWriter:
             os.remove(self.tmp)
             raise ValueError(f"{self.path}: {self.written} of {self.total} rows written")
         for key in self.rows:
-            if key == self._stream_key:
-                continue
             with self._zip.open(f"{key}.npy", "w", force_zip64=True) as f:
                 parts = self.rows[key]
                 np.lib.format.write_array(f, np.concatenate(parts) if parts else

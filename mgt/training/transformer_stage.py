@@ -200,7 +200,7 @@ class TransformerStage(Stage):
         per = int(self.config.sample.per_class)
         kind = self.model_config.condition_input
         if kind == "labels":
-            labels = np.repeat(np.arange(self.model_config.num_classes, dtype=np.int32), per)
+            labels = self.task.class_labels(per)
             return Condition(labels=labels), len(labels)
         if kind == "context":
             _, cached = self.token_cache()
