@@ -203,9 +203,9 @@ class ARTransformer(MaskedTransformer):
             return None
         return jnp.take(self.class_embeddings[...], self._adaln_ids(b, labels, drop_condition), axis=0)
 
-    def _head(self, x):
+    def _head(self, x, vocab=None):
         """`[B, T, D]` → float32 logits `[B, T, V]` over the codes only."""
-        return super()._head(x)[:, :, 0, : self.config.codebook_size]
+        return super()._head(x, self.config.codebook_size)[:, :, 0, : self.config.codebook_size]
 
 
 # ----------------------------------------------------------------------------------------------

@@ -182,7 +182,11 @@ def decode_loop(logits_fn, tokens, keys, opts: DecodeOptions):
     """The decoding loop, traceable inside a caller's jit. No validation: see `decode`.
 
     tokens int32 `[B, ...]`, keys `[B]` PRNG keys. Returns tokens, or `(tokens, history)`.
+    A `logits_fn` with a `for_decoding()` method is replaced by what it returns, once, before the
+    steps: the place to lay weights out for the loop (e.g. `ModelLogits` unstacks per-layer weights).
     """
+    if hasattr(logits_fn, "for_decoding"):
+        logits_fn = logits_fn.for_decoding()
     shape = tokens.shape
     b = shape[0]
     flat = tokens.reshape(b, -1)

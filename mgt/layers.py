@@ -96,9 +96,9 @@ class MultiHeadAttention(nnx.Module):
     """Multi-head attention with the official MaskGIT parameter shapes.
 
     query/key/value kernels `[D_in, H, Dh]` and biases `[H, Dh]`; out kernel `[H, Dh, D]`, bias `[D]`.
-    Self-attention when `kv` is None, else cross-attention to `kv` `[B, S, kv_dim]`. Attention runs
-    through `jax.nn.dot_product_attention` (cuDNN flash attention on GPU when selected), or an
-    explicit softmax when attention dropout is active.
+    Self-attention when `kv` is None, else cross-attention to `kv` `[B, S, kv_dim]`. Attention is
+    an explicit float32 softmax (what XLA fuses on any backend), or cuDNN's fused attention through
+    `jax.nn.dot_product_attention` when `implementation="cudnn"` and no attention dropout is active.
     """
 
     def __init__(self, dim: int, num_heads: int, *, head_dim: int | None = None, kv_dim: int | None = None,
@@ -150,11 +150,14 @@ class MultiHeadAttention(nnx.Module):
             mask = (jnp.arange(s)[None, :] <= query_pos[:, None])[None, None]  # [1, 1, T, L]
             causal = False  # the cache mask already is the causal mask at these positions
         scale = 1.0 / math.sqrt(self.head_dim)
-        if deterministic or dropout_rate == 0.0:
+        if self.implementation == "cudnn" and (deterministic or dropout_rate == 0.0):
             y = jax.nn.dot_product_attention(q, k, v, mask=mask, scale=scale, is_causal=causal,
-                                             implementation=self.implementation)
+                                             implementation="cudnn")
         else:
-            logits = jnp.einsum("btnh,bsnh->bnts", q, k).astype(jnp.float32) * scale
+            # Written out rather than `jax.nn.dot_product_attention(implementation="xla")`, which
+            # computes the same thing through 5-D grouped-query shapes that cost XLA a transpose of
+            # q, k, v and the probabilities at every call on a CPU.
+            logits = jnp.einsum("btnh,bsnh->bnts", q, k, preferred_element_type=jnp.float32) * scale
             if causal:
                 t, s = q.shape[1], k.shape[1]
                 tril = jnp.tril(jnp.ones((t, s), bool))[None, None]
@@ -183,7 +186,10 @@ class _HeadProjection(nnx.Module):
         self.bias = make_param(rngs, ZEROS, (num_heads, head_dim), ("heads", "kv")) if use_bias else None
 
     def __call__(self, x, dtype):
-        y = jnp.einsum("bsd,dnh->bsnh", x, self.kernel[...].astype(dtype))
+        # As one [D, N·Dh] matmul: an einsum may order the output dims so that XLA transposes the
+        # kernel at every call.
+        d, n, h = self.kernel.shape
+        y = (x @ self.kernel[...].astype(dtype).reshape(d, n * h)).reshape(x.shape[:-1] + (n, h))
         return y + self.bias[...].astype(dtype) if self.bias is not None else y
 
 
@@ -193,7 +199,8 @@ class _OutProjection(nnx.Module):
         self.bias = make_param(rngs, ZEROS, (dim,), ("embed",)) if use_bias else None
 
     def __call__(self, y, dtype):
-        out = jnp.einsum("btnh,nhd->btd", y, self.kernel[...].astype(dtype))
+        n, h, d = self.kernel.shape
+        out = y.reshape(y.shape[:-2] + (n * h,)) @ self.kernel[...].astype(dtype).reshape(n * h, d)
         return out + self.bias[...].astype(dtype) if self.bias is not None else out
 
 

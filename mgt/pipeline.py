@@ -15,7 +15,7 @@ import jax
 from flax import nnx
 
 from mgt.decoding import decode, decode_loop, prepare
-from mgt.sampling import model_inputs
+from mgt.sampling import LayerWeightsCache, model_inputs
 
 
 class GenerationPipeline:
@@ -27,6 +27,7 @@ class GenerationPipeline:
         # set by `mgt.load_pipeline`: the workdir's task (reads inputs, writes outputs), its config and
         # the checkpoint step of each stage
         self.task, self.config, self.steps = task, config, dict(steps or {})
+        self._layers = LayerWeightsCache()
 
     @property
     def spec(self):
@@ -52,9 +53,7 @@ class GenerationPipeline:
         if decode_outputs and isinstance(self.tokenizer, nnx.Module):
             return _generate_jit(*self._jit_inputs(rng, labels, batch_size, tokens, context, context_mask,
                                                    condition, decode_kwargs))
-        fn, tokens = model_inputs(self.transformer, batch_size=batch_size, labels=labels, context=context,
-                                  context_mask=context_mask, condition=condition, tokens=tokens,
-                                  guidance_scale=decode_kwargs.get("guidance_scale", 0.0))
+        fn, tokens = self._model_inputs(batch_size, labels, context, context_mask, condition, tokens, decode_kwargs)
         out = decode(fn, tokens, rng, mask_id=self.spec.mask_id, **decode_kwargs)
         if decode_outputs:
             out = self.tokenizer.decode(out[0] if decode_kwargs.get("return_history") else out)
@@ -77,12 +76,16 @@ class GenerationPipeline:
 
     def _jit_inputs(self, rng, labels, batch_size, tokens, context, context_mask, condition, decode_kwargs):
         """Host-checked arguments of `_generate_jit`."""
-        fn, tokens = model_inputs(self.transformer, batch_size=batch_size, labels=labels, context=context,
-                                  context_mask=context_mask, condition=condition, tokens=tokens,
-                                  guidance_scale=decode_kwargs.get("guidance_scale", 0.0))
+        fn, tokens = self._model_inputs(batch_size, labels, context, context_mask, condition, tokens, decode_kwargs)
         tokens, keys, opts = prepare(fn, tokens, rng, mask_id=self.spec.mask_id, **decode_kwargs)
         k_graph, k_state = nnx.split(self.tokenizer)
         return fn, k_graph, k_state, tokens, keys, opts
+
+    def _model_inputs(self, batch_size, labels, context, context_mask, condition, tokens, decode_kwargs):
+        fn, tokens = model_inputs(self.transformer, batch_size=batch_size, labels=labels, context=context,
+                                  context_mask=context_mask, condition=condition, tokens=tokens,
+                                  guidance_scale=decode_kwargs.get("guidance_scale", 0.0))
+        return fn.replace(layers=self._layers.get(self.transformer)), tokens
 
 
 @functools.partial(jax.jit, static_argnums=(1, 5))

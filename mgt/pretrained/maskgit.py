@@ -46,7 +46,7 @@ from mgt.pretrained.maskgit_convert import (
     vqgan_to_official_tree,
     write_checkpoint,
 )
-from mgt.sampling import model_logits_fn
+from mgt.sampling import LayerWeightsCache, model_logits_fn
 from mgt.tokenizers.vqgan import VQGAN, VQGANConfig
 from mgt.tokens import TokenSpec, check_token_values
 from mgt.transformer import MaskedTransformer, TransformerConfig
@@ -230,6 +230,7 @@ class MaskGITPipeline:
         self.vqgan_config = vqgan.config
         self.matmul_precision = matmul_precision
         self.tokenizer = MaskGITTokenizer(vqgan, matmul_precision=matmul_precision)
+        self._layers = LayerWeightsCache()
         self.spec = cfg.spec
         self.grid = cfg.grid
         f = vqgan.downsample_factor
@@ -401,9 +402,10 @@ class MaskGITPipeline:
         keys = example_keys(rng, tokens.shape[0])
         t_graphdef, t_state = nnx.split(self.transformer)
         v_graphdef, v_state = nnx.split(self.vqgan)
+        layers = self._layers.get(self.transformer)
         with _precision(self.matmul_precision):
-            return _sample_and_decode_jit(t_graphdef, t_state, v_graphdef, v_state, jnp.asarray(tokens, jnp.int32),
-                                          keys, labels, opts)
+            return _sample_and_decode_jit(t_graphdef, t_state, layers, v_graphdef, v_state,
+                                          jnp.asarray(tokens, jnp.int32), keys, labels, opts)
 
 
 @functools.partial(jax.jit, static_argnums=(0,))
@@ -413,12 +415,12 @@ def _official_logits_jit(graphdef, state, input_ids):
     return logits[:, :, 0, :]  # [B, 1 + N, vocab]
 
 
-@functools.partial(jax.jit, static_argnums=(0, 2, 7))
-def _sample_and_decode_jit(t_graphdef, t_state, v_graphdef, v_state, tokens, keys, labels, opts):
+@functools.partial(jax.jit, static_argnums=(0, 3, 8))
+def _sample_and_decode_jit(t_graphdef, t_state, layers, v_graphdef, v_state, tokens, keys, labels, opts):
     """Decoding loop + VQGAN decoder → (images [B, H, W, 3] in [0, 1], tokens [B, h, w], history | None)."""
     # model_logits_fn re-merges the transformer inside every call: the decoding loop calls it from
     # inside its own lax.scan, and NNX modules must not cross trace levels.
-    logits_fn = model_logits_fn(nnx.merge(t_graphdef, t_state, copy=True), labels=labels)
+    logits_fn = model_logits_fn(nnx.merge(t_graphdef, t_state, copy=True), labels=labels).replace(layers=layers)
     out = decode_loop(logits_fn, tokens, keys, opts)
     out_tokens, history = out if opts.return_history else (out, None)
     images = nnx.merge(v_graphdef, v_state, copy=True).decode(out_tokens)
