@@ -232,7 +232,8 @@ def main(argv=None) -> list[dict]:
         timings = _sibling("decode").time_group(fns, args.repeats)
     base = timings.get("official_rejit", (None,))[0]
     records, device = [], device_name()
-    print(f"{'method':<16} {'batch':>5} {'steps':>5} {'s/batch':>9} {'min s':>8} {'compile s':>10} {'vs official_rejit':>18}")
+    print(f"{'method':<16} {'batch':>5} {'steps':>5} {'s/batch':>9} {'min s':>8} {'compile s':>10} "
+          f"{'vs official_rejit':>18}")
     for name, (median, fastest, compile_s) in timings.items():
         ratio = base / median if base else None
         rec = dict(method=name, tokens=pipe.spec.num_cells, batch=args.batch, steps=args.steps,
@@ -241,7 +242,8 @@ def main(argv=None) -> list[dict]:
                    model="smoke" if args.smoke else "imagenet", repeats=args.repeats)
         records.append(rec)
         shown = f"{ratio:.3f}x" if ratio else "-"
-        print(f"{name:<16} {args.batch:>5} {args.steps:>5} {median:>9.3f} {fastest:>8.3f} {compile_s:>10.1f} {shown:>18}")
+        print(f"{name:<16} {args.batch:>5} {args.steps:>5} {median:>9.3f} {fastest:>8.3f} {compile_s:>10.1f} "
+              f"{shown:>18}")
     if args.json:
         write_records(args.json, records)
     return records

@@ -1,16 +1,19 @@
-"""`benchmarks/decode.py --smoke`: runs end to end and writes well-formed JSON records."""
+"""`benchmarks/decode.py --smoke` and `benchmarks/official.py --smoke`: run end to end and write
+well-formed JSON records."""
 
 import importlib.util
 import json
 import pathlib
 
+import pytest
+
 FIELDS = {"method", "tokens", "batch", "steps", "seconds_per_batch", "images_per_second", "device", "dtype",
           "compile_seconds"}
 
 
-def _load_decode_benchmark():
-    path = pathlib.Path(__file__).resolve().parents[1] / "benchmarks" / "decode.py"
-    spec = importlib.util.spec_from_file_location("mgt_benchmark_decode", path)
+def _load_benchmark(name: str = "decode"):
+    path = pathlib.Path(__file__).resolve().parents[1] / "benchmarks" / f"{name}.py"
+    spec = importlib.util.spec_from_file_location(f"mgt_benchmark_{name}", path)
     module = importlib.util.module_from_spec(spec)
     spec.loader.exec_module(module)
     return module
@@ -18,7 +21,7 @@ def _load_decode_benchmark():
 
 def test_decode_benchmark_smoke(tmp_path):
     out = tmp_path / "decode.json"
-    returned = _load_decode_benchmark().main(["--smoke", "--max-batch", "2", "--json", str(out)])
+    returned = _load_benchmark().main(["--smoke", "--max-batch", "2", "--json", str(out)])
     records = json.loads(out.read_text())
     assert records == json.loads(json.dumps(returned))
     for rec in records:
@@ -32,3 +35,18 @@ def test_decode_benchmark_smoke(tmp_path):
     assert {"vqgan_decode", "maskgit+vqgan", "ar+vqgan"} <= {m for m, _ in methods}
     largest = [r for r in records if r["largest_batch"]]
     assert len(largest) == 1 and largest[0]["method"] == "maskgit" and largest[0]["batch"] == 2
+
+
+def test_official_comparison_benchmark_smoke(tmp_path):
+    """Without a checkout of the official code only mgt's methods run (the comparison itself needs
+    `--official`, which CI cannot have); a wrong checkout path is a one-line error."""
+    bench = _load_benchmark("official")
+    out = tmp_path / "official.json"
+    records = bench.main(["--smoke", "--methods", "mgt", "--json", str(out)])
+    assert json.loads(out.read_text()) == json.loads(json.dumps(records))
+    assert [r["method"] for r in records] == ["mgt"]
+    for rec in records:
+        assert rec["seconds_per_batch"] > 0 and rec["steps"] == 8 and rec["batch"] == 1
+        assert rec["speedup_vs_official_rejit"] is None and rec["model"] == "smoke"
+    with pytest.raises(SystemExit):
+        bench.parse_args(["--official", str(tmp_path)])

@@ -55,6 +55,42 @@ def conditional_model():
     return MaskedTransformer(cfg, rngs=nnx.Rngs(1))
 
 
+def test_decoding_over_per_layer_weights_equals_the_scanned_layers():
+    """Decoding runs the layers over per-layer weights (`layer_states`), training scans the stack:
+    same logits, same samples; a pipeline's cache of those weights follows new weights."""
+    import dataclasses
+
+    from mgt.sampling import LayerWeightsCache
+
+    cfg = TransformerConfig(grid=(4, 4), codebook_size=16, num_classes=5, conditioning="class_token",
+                            block_style="maskgit", num_layers=2, hidden_dim=32, num_heads=4, mlp_dim=64)
+    model = MaskedTransformer(cfg, rngs=nnx.Rngs(3))
+    tokens = jnp.asarray(np.random.RandomState(1).randint(0, 16, (2, 4, 4)), jnp.int32)
+    labels = jnp.array([1, 4])
+    layers = model.layer_states()
+    assert len(layers) == 2
+    np.testing.assert_allclose(np.asarray(model(tokens, labels=labels, layers=layers)),
+                               np.asarray(model(tokens, labels=labels)), rtol=1e-5, atol=1e-5)
+    with pytest.raises(ValueError, match="holds 1 layers' weights; the model has 2"):
+        model(tokens, labels=labels, layers=layers[:1])
+    scanned = nnx.clone(model)
+    scanned.config = dataclasses.replace(cfg, decode_layers="scan")
+    # the decoding loop asks its logits_fn for its loop layout once: per-layer weights, or none (scan)
+    assert len(model_logits_fn(model, labels=labels).for_decoding().layers) == 2
+    assert model_logits_fn(scanned, labels=labels).for_decoding().layers is None
+
+    cache = LayerWeightsCache()
+    first = cache.get(model)
+    assert cache.get(model) is first  # same weights: reused
+    assert cache.get(scanned) is None  # a scanning model needs none
+    nnx.update(model, jax.tree.map(lambda a: a + 1.0, nnx.state(model, nnx.Param)))
+    again = cache.get(model)
+    assert again is not first
+    np.testing.assert_allclose(np.asarray(jax.tree.leaves(again[0])[0]), np.asarray(jax.tree.leaves(first[0])[0]) + 1.0)
+    with pytest.raises(ValueError, match="decode_layers"):
+        dataclasses.replace(cfg, decode_layers="unroled")
+
+
 def test_guidance_scale_zero_equals_conditional_logits(conditional_model):
     model = conditional_model
     tokens = jnp.asarray(np.random.RandomState(0).randint(0, 16, (3, 4, 4)), jnp.int32)

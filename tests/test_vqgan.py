@@ -19,7 +19,13 @@ from flax import nnx
 from mgt.tokenizers import Tokenizer, TrainableTokenizer, make_tokenizer
 from mgt.tokenizers import image_losses as L
 from mgt.tokenizers.vqgan import VQGAN, VQGANConfig, from_official_tree, to_official_tree
-from mgt.tokenizers.vqgan_layers import ResBlock, avg_pool_2x2_same, swish
+from mgt.tokenizers.vqgan_layers import (
+    ResBlock,
+    avg_pool_2x2_same,
+    swish,
+    upsample_nearest_2x,
+    upsample_nearest_2x_conv,
+)
 
 # shared/ lies beside the repository (in CI too); the absolute path is the development machine's copy
 TREE_FILE = pathlib.Path(__file__).resolve().parents[2] / "shared" / "reference" / "maskgit_official_param_tree.txt"
@@ -88,6 +94,22 @@ def test_avg_pool_tf_same_on_odd_sizes():
     np.testing.assert_allclose(got, _avg_pool_reference(x), rtol=1e-5, atol=1e-6)
     # the bottom-right corner holds one image cell: its own value, not value / 4
     np.testing.assert_allclose(got[:, -1, -1], x[:, -1, -1], rtol=1e-6)
+
+
+def test_upsample_conv_as_four_2x2_convs_equals_upsample_then_conv():
+    """The decoder's fused nearest-x2 + 3x3 conv: same values and gradients as the plain form, odd sizes too."""
+    conv = nnx.Conv(3, 5, kernel_size=(3, 3), padding="SAME", rngs=nnx.Rngs(0))
+    conv.bias[...] = jnp.arange(5.0)
+    x = jax.random.normal(jax.random.key(2), (2, 3, 5, 3))
+    plain = conv(upsample_nearest_2x(x))
+    fused = upsample_nearest_2x_conv(conv, x)
+    assert fused.shape == (2, 6, 10, 5)
+    np.testing.assert_allclose(np.asarray(fused), np.asarray(plain), rtol=1e-5, atol=1e-5)
+    grads = [jax.grad(lambda x, f=f: jnp.sum(f(x) ** 2))(x)
+             for f in (lambda x: conv(upsample_nearest_2x(x)), lambda x: upsample_nearest_2x_conv(conv, x))]
+    np.testing.assert_allclose(np.asarray(grads[1]), np.asarray(grads[0]), rtol=1e-4, atol=1e-4)
+    with pytest.raises(ValueError, match="3x3 'SAME'"):
+        upsample_nearest_2x_conv(nnx.Conv(3, 5, kernel_size=(1, 1), rngs=nnx.Rngs(0)), x)
 
 
 def test_resblock_shortcut_applies_to_output():
