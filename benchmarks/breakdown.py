@@ -98,8 +98,8 @@ def parse_args(argv=None) -> argparse.Namespace:
 
 def generation_flops(transformer, vq, batch: int, steps: int, guided: bool) -> float:
     """Model FLOPs of one generation call by XLA's count: `steps` transformer forwards (over 2·batch
-    rows with guidance; counted from a compile with the layer loop unrolled — XLA counts a loop body
-    once) plus the VQGAN decoder on `batch` grids."""
+    rows with guidance; counted on the lowered program with the layer loop unrolled — XLA counts a loop
+    body once — without compiling it) plus the VQGAN decoder on `batch` grids."""
     cost = _sibling("train").cost_flops
     cfg = dataclasses.replace(transformer.config, scan_unroll=True)
     graphdef, state = nnx.split(MaskedTransformer(cfg, rngs=nnx.Rngs(0)))
@@ -110,7 +110,7 @@ def generation_flops(transformer, vq, batch: int, steps: int, guided: bool) -> f
     vq_graphdef, vq_state = nnx.split(vq)
     decode = jax.jit(lambda s, t: nnx.merge(vq_graphdef, s, copy=True).decode(t)).lower(
         vq_state, jax.ShapeDtypeStruct((batch,) + cfg.grid, jax.numpy.int32))
-    return steps * cost(forward.compile()) + cost(decode.compile())
+    return steps * cost(forward) + cost(decode)
 
 
 def generation_case(args):
@@ -154,7 +154,7 @@ def train_case(args):
         compiled = stage.train_step.lower(state[0], batch, key).compile()
         counted = TransformerStage(train_bench.make_config(targs, remat=False, unroll=True), stage.task, mesh,
                                    workdir="/nonexistent", tokenizer=train_bench.StubTokenizer(), tokenizer_step=0,
-                                   quiet=True).train_step.lower(state[0], batch, key).compile()
+                                   quiet=True).train_step.lower(state[0], batch, key)  # analysed, not compiled
         flops = train_bench.cost_flops(counted) * mesh.size
 
     def run():  # the step donates its state: thread it from call to call
