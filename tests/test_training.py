@@ -381,6 +381,7 @@ def test_quantizer_forward_writes_reach_the_trained_parameters(tmp_path):
 
     c = _load_config()
     c.tokenizer.quantizer_options = {"kmeans_init": True}
+    c.tokenizer_train.adversarial_weight = 0.0  # the generator's update is what keeps the write; a smaller program
     task = make_task(c)
     mesh = sharding.make_mesh(devices=jax.devices()[:1])
     with jax.set_mesh(mesh):

@@ -30,6 +30,21 @@ def ema_update(ema_state, new_state, decay: float = 0.999):
     return jax.tree.map(update, ema_state, new_state)
 
 
+def init_optimizer(tx: optax.GradientTransformation, params, mesh):
+    """`tx.init(params)` laid out like the parameters: every optimiser leaf that mirrors a parameter
+    (Adam's moments, ...) gets that parameter's sharding, the rest (step counts) is replicated.
+
+    Left to itself, a jitted `tx.init` may return the moments replicated on every device (XLA does
+    not propagate a sharding into `zeros_like`): the memory of a sharded optimiser on each device at
+    the start, and a second compile of the train step at its second call, when its outputs' shardings
+    come back as inputs."""
+    param_shardings = jax.tree.map(lambda p: p.sharding, params)
+    replicated = jax.sharding.NamedSharding(mesh, jax.sharding.PartitionSpec())
+    shardings = optax.tree_map_params(tx, lambda _, sharding: sharding, jax.eval_shape(tx.init, params),
+                                      param_shardings, transform_non_params=lambda _: replicated)
+    return jax.jit(tx.init, out_shardings=shardings)(params)
+
+
 class Stage:
     """Base of the tokenizer and transformer stages (see `mgt.training.loop` for the loop's side).
 
@@ -62,7 +77,7 @@ class Stage:
         """A fresh train state, built directly into its sharded layout."""
         model = sharding.create_sharded(self.make_model, self.mesh)
         _, params, rest = nnx.split(model, nnx.Param, ...)
-        return {"params": params, "rest": rest, "opt": jax.jit(self.tx.init)(params),
+        return {"params": params, "rest": rest, "opt": init_optimizer(self.tx, params, self.mesh),
                 "ema": jax.tree.map(jnp.copy, params), "step": jnp.zeros((), jnp.int32)}
 
     def inference_target(self) -> dict:

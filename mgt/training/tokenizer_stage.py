@@ -23,7 +23,7 @@ from mgt.profiling import scope
 from mgt.tokenizers.base import training_objective
 from mgt.training.builders import make_tokenizer
 from mgt.training.optim import make_optimizer
-from mgt.training.state import Stage
+from mgt.training.state import Stage, init_optimizer
 
 
 class TokenizerStage(Stage):
@@ -51,7 +51,7 @@ class TokenizerStage(Stage):
         if self.adversarial:
             disc = sharding.create_sharded(self.objective.make_discriminator, self.mesh)
             dparams = nnx.state(disc, nnx.Param)
-            state.update(disc_params=dparams, disc_opt=jax.jit(self.disc_tx.init)(dparams),
+            state.update(disc_params=dparams, disc_opt=init_optimizer(self.disc_tx, dparams, self.mesh),
                          **self.objective.init_state())
         return state
 
