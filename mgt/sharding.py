@@ -83,9 +83,11 @@ def abstract_model(make_model: Callable[[], nnx.Module], rules=LOGICAL_RULES) ->
         return nnx.eval_shape(make_model)
 
 
-def create_sharded(make_model: Callable[[], nnx.Module], mesh: Mesh, rules=LOGICAL_RULES) -> nnx.Module:
-    """Build a model directly into its sharded layout (no full copy on one device first)."""
-    abstract = abstract_model(make_model, rules)
+def create_sharded(make_model: Callable[[], nnx.Module], mesh: Mesh, rules=LOGICAL_RULES, *,
+                   abstract: nnx.Module | None = None) -> nnx.Module:
+    """Build a model directly into its sharded layout (no full copy on one device first).
+    `abstract`: `abstract_model(make_model)` when the caller already has it."""
+    abstract = abstract_model(make_model, rules) if abstract is None else abstract
     graphdef, abstract_state = nnx.split(abstract)
     shardings = state_shardings(abstract_state, mesh, rules)
 
@@ -97,10 +99,11 @@ def create_sharded(make_model: Callable[[], nnx.Module], mesh: Mesh, rules=LOGIC
     return nnx.merge(graphdef, init())
 
 
-def abstract_state_on_mesh(make_model: Callable[[], nnx.Module], mesh: Mesh, rules=LOGICAL_RULES):
+def abstract_state_on_mesh(make_model: Callable[[], nnx.Module], mesh: Mesh, rules=LOGICAL_RULES, *,
+                           abstract: nnx.Module | None = None):
     """`(params, rest)`: the model's abstract state as `jax.ShapeDtypeStruct`s carrying their shardings
-    on `mesh` — a restore target that allocates nothing."""
-    abstract = abstract_model(make_model, rules)
+    on `mesh` — a restore target that allocates nothing. `abstract`: as in `create_sharded`."""
+    abstract = abstract_model(make_model, rules) if abstract is None else abstract
     _, params, rest = nnx.split(abstract, nnx.Param, ...)
 
     def on_mesh(state):

@@ -13,7 +13,6 @@ import json
 import os
 
 import jax
-from flax import nnx
 
 
 def convert_maskgit(tokenizer_path: str, transformer_path: str, workdir: str, *, num_classes: int | None = None,
@@ -45,25 +44,22 @@ def convert_maskgit(tokenizer_path: str, transformer_path: str, workdir: str, *,
     meta = json.loads(config.to_json())
     with jax.set_mesh(mesh):
         tok_stage = TokenizerStage(config, task, mesh, workdir=workdir)
-        _save_stage(tok_stage, nnx.state(pipe.vqgan, nnx.Param), workdir, meta)
+        _save_stage(tok_stage, pipe.vqgan, workdir, meta)
         tr_stage = TransformerStage(config, task, mesh, workdir=workdir, tokenizer=pipe.vqgan, tokenizer_step=0,
                                     quiet=True)
-        _save_stage(tr_stage, nnx.state(pipe.transformer, nnx.Param), workdir, meta)
+        _save_stage(tr_stage, pipe.transformer, workdir, meta)
     if not quiet:
         print(f"converted {tokenizer_path} and {transformer_path} into {workdir} "
               f"({pipe.image_size} px, {t.num_layers} layers, {t.num_classes} classes)")
     return workdir
 
 
-def _save_stage(stage, params, workdir, meta):
+def _save_stage(stage, model, workdir, meta):
+    """Step 0 of `stage` around the converted `model`: its weights as parameters and EMA, a fresh
+    optimiser (and discriminator, for the tokenizer); no model is initialised only to be overwritten."""
     from mgt.training.checkpoint import Checkpointer
 
-    state = stage.init_state()
-    want, got = jax.tree.structure(state["params"]), jax.tree.structure(params)
-    if want != got:
-        raise ValueError(f"the converted {stage.name} parameters do not fit the recipe's model:\n{got}\nvs\n{want}")
-    params = jax.tree.map(lambda ref, x: jax.device_put(x, ref.sharding), state["params"], params)
-    state = dict(state, params=params, ema=jax.tree.map(lambda x: x.copy(), params))
+    state = stage.init_state(model)
     ckpt = Checkpointer(os.path.join(workdir, stage.name, "checkpoints"))
     ckpt.save(0, state, meta=meta)
     ckpt.close()

@@ -66,23 +66,53 @@ class Stage:
 
     def setup_model(self):
         """The model's graph definition (from an abstract model: nothing allocated) and the compiled step."""
-        self.graphdef = nnx.graphdef(sharding.abstract_model(self.make_model))
+        self.graphdef = nnx.graphdef(self.abstract_model())
         # the old state is donated: peak memory holds one copy of weights, optimiser state and EMA
         self.train_step = jax.jit(self._train_step, donate_argnums=0)
 
     def make_model(self) -> nnx.Module:
         raise NotImplementedError
 
-    def init_state(self) -> dict:
-        """A fresh train state, built directly into its sharded layout."""
-        model = sharding.create_sharded(self.make_model, self.mesh)
+    def abstract_model(self) -> nnx.Module:
+        """The stage's model as shapes only, built once per stage: constructing NNX modules costs
+        even abstractly (about a second for a VQGAN on a CPU), and every state and restore target
+        starts from it. Read only."""
+        if getattr(self, "_abstract_model", None) is None:
+            self._abstract_model = sharding.abstract_model(self.make_model)
+        return self._abstract_model
+
+    def init_state(self, model: nnx.Module | None = None) -> dict:
+        """A fresh train state, built directly into its sharded layout.
+
+        With `model` (e.g. converted official weights) the state holds that model's variables, placed
+        on the mesh, and no model is initialised only to be overwritten. Raises ValueError naming the
+        difference when `model` is not the stage's model."""
+        if model is None:
+            model = sharding.create_sharded(self.make_model, self.mesh, abstract=self.abstract_model())
+        else:
+            model = self._placed(model)
         _, params, rest = nnx.split(model, nnx.Param, ...)
         return {"params": params, "rest": rest, "opt": init_optimizer(self.tx, params, self.mesh),
                 "ema": jax.tree.map(jnp.copy, params), "step": jnp.zeros((), jnp.int32)}
 
+    def _placed(self, model: nnx.Module) -> nnx.Module:
+        """`model` with its variables on this stage's mesh, after checking it is the stage's model."""
+        targets = sharding.abstract_state_on_mesh(self.make_model, self.mesh, abstract=self.abstract_model())
+        placed = []
+        for what, target, given in zip(("parameters", "other variables"), targets,
+                                       nnx.split(model, nnx.Param, ...)[1:]):
+            want = {jax.tree_util.keystr(k): v.shape for k, v in jax.tree_util.tree_flatten_with_path(target)[0]}
+            got = {jax.tree_util.keystr(k): v.shape for k, v in jax.tree_util.tree_flatten_with_path(given)[0]}
+            if want != got:
+                diff = sorted(set(want.items()) ^ set(got.items()))[:6]
+                raise ValueError(f"the given {self.name} model's {what} do not fit the config's model: "
+                                 f"first differences (name, shape): {diff}")
+            placed.append(jax.tree.map(lambda ref, x: jax.device_put(x, ref.sharding), target, given))
+        return nnx.merge(self.graphdef, *placed)
+
     def inference_target(self) -> dict:
         """Restore target for sampling: EMA weights and non-parameter state only."""
-        params, rest = sharding.abstract_state_on_mesh(self.make_model, self.mesh)
+        params, rest = sharding.abstract_state_on_mesh(self.make_model, self.mesh, abstract=self.abstract_model())
         return {"ema": params, "rest": rest}
 
     def model_from_state(self, state, *, ema: bool = True) -> nnx.Module:

@@ -46,8 +46,8 @@ class TokenizerStage(Stage):
     def make_model(self):
         return make_tokenizer(self.config)
 
-    def init_state(self):
-        state = super().init_state()
+    def init_state(self, model=None):
+        state = super().init_state(model)
         if self.adversarial:
             disc = sharding.create_sharded(self.objective.make_discriminator, self.mesh)
             dparams = nnx.state(disc, nnx.Param)

@@ -123,7 +123,7 @@ def _build_stages(config, task, mesh, workdir: str, *, quiet: bool):
     against the config: every config field is checked here, before anything is written or trained."""
     task.check_source(task.source("train"))  # e.g. labels beyond data.num_classes
     tok_stage = TokenizerStage(config, task, mesh, workdir=workdir)
-    abstract_tokenizer = sharding.abstract_model(tok_stage.make_model)
+    abstract_tokenizer = tok_stage.abstract_model()
     tr_stage = TransformerStage(config, task, mesh, workdir=workdir, tokenizer=abstract_tokenizer,
                                 tokenizer_step=0, quiet=quiet)
     return tok_stage, tr_stage
