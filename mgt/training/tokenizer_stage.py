@@ -39,7 +39,8 @@ class TokenizerStage(Stage):
         self.adversarial = bool(self.objective.has_discriminator)
         if self.adversarial:
             self.disc_tx = optax.adam(float(tc.discriminator_learning_rate), b1=float(tc.b1), b2=float(tc.b2))
-            self.disc_graphdef = nnx.graphdef(sharding.abstract_model(self.objective.make_discriminator))
+            self._disc_abstract = sharding.abstract_model(self.objective.make_discriminator)
+            self.disc_graphdef = nnx.graphdef(self._disc_abstract)
         self.setup_model()
 
     # ---- state ----------------------------------------------------------------------------------
@@ -49,7 +50,7 @@ class TokenizerStage(Stage):
     def init_state(self, model=None):
         state = super().init_state(model)
         if self.adversarial:
-            disc = sharding.create_sharded(self.objective.make_discriminator, self.mesh)
+            disc = sharding.create_sharded(self.objective.make_discriminator, self.mesh, abstract=self._disc_abstract)
             dparams = nnx.state(disc, nnx.Param)
             state.update(disc_params=dparams, disc_opt=init_optimizer(self.disc_tx, dparams, self.mesh),
                          **self.objective.init_state())
