@@ -31,17 +31,14 @@ from __future__ import annotations
 
 import argparse
 import dataclasses
-import functools
-import importlib.util
 import math
-import os
 import sys
 
 import jax
 import numpy as np
 from flax import nnx
 
-from mgt.benchmarking import device_name, write_records
+from mgt.benchmarking import device_name, sibling_script, write_records
 from mgt.pipeline import GenerationPipeline
 from mgt.profiling import profile
 from mgt.transformer import MaskedTransformer
@@ -49,14 +46,9 @@ from mgt.transformer import MaskedTransformer
 CASES = ("generation", "train")
 
 
-@functools.cache
 def _sibling(name: str):
     """Another script of this folder, imported as a module (its model sizes and set-up)."""
-    path = os.path.join(os.path.dirname(os.path.abspath(__file__)), f"{name}.py")
-    spec = importlib.util.spec_from_file_location(f"mgt_benchmark_{name}", path)
-    module = importlib.util.module_from_spec(spec)
-    spec.loader.exec_module(module)
-    return module
+    return sibling_script(__file__, name)
 
 
 def parse_args(argv=None) -> argparse.Namespace:

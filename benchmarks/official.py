@@ -36,7 +36,6 @@ from __future__ import annotations
 
 import argparse
 import dataclasses
-import functools
 import importlib.util
 import os
 import sys
@@ -48,7 +47,7 @@ import jax.numpy as jnp
 import numpy as np
 from flax import nnx, serialization
 
-from mgt.benchmarking import device_name, write_records
+from mgt.benchmarking import device_name, sibling_script, write_records
 from mgt.pretrained import maskgit
 from mgt.tokenizers.vqgan import VQGAN, VQGANConfig
 from mgt.transformer import MaskedTransformer, TransformerConfig
@@ -62,14 +61,9 @@ SMOKE_VQGAN = dict(base_channels=32, channel_multipliers=(1, 1, 2), num_res_bloc
 CHOICE_TEMPERATURE = 4.5  # the official class-conditional config's sample_choice_temperature
 
 
-@functools.cache
 def _sibling(name: str):
-    """Another script of this folder, imported as a module."""
-    path = os.path.join(os.path.dirname(os.path.abspath(__file__)), f"{name}.py")
-    spec = importlib.util.spec_from_file_location(f"mgt_benchmark_{name}", path)
-    module = importlib.util.module_from_spec(spec)
-    spec.loader.exec_module(module)
-    return module
+    """Another script of this folder, imported as a module (its model sizes and set-up)."""
+    return sibling_script(__file__, name)
 
 
 def parse_args(argv=None) -> argparse.Namespace:

@@ -1,11 +1,25 @@
-"""Small helpers shared by the scripts in `benchmarks/`: device names, timing, JSON records."""
+"""Small helpers shared by the scripts in `benchmarks/`: device names, timing, JSON records, and
+importing one script from another."""
 
 from __future__ import annotations
 
+import functools
+import importlib.util
 import json
 import os
 import statistics
 import time
+
+
+@functools.cache
+def sibling_script(script: str, name: str):
+    """The script `name`.py of the folder holding `script` (a path), imported as a module — e.g.
+    `sibling_script(__file__, "decode")` for another benchmark's model sizes and set-up."""
+    path = os.path.join(os.path.dirname(os.path.abspath(script)), f"{name}.py")
+    spec = importlib.util.spec_from_file_location(f"mgt_benchmark_{name}", path)
+    module = importlib.util.module_from_spec(spec)
+    spec.loader.exec_module(module)
+    return module
 
 
 def device_name() -> str:
