@@ -33,7 +33,9 @@ class ModelLogits:
     graphdef: Any = struct.field(pytree_node=False)
     state: Any
     condition: Condition = Condition()
-    layers: Any = None  # the blocks' per-layer weights (`MaskedTransformer.layer_states`), set by for_decoding
+    # the blocks' per-layer weights (`MaskedTransformer.layer_states`): set by a pipeline's
+    # `LayerWeightsCache`, or by `for_decoding` inside the decoding loop
+    layers: Any = None
 
     def __call__(self, tokens, drop_condition=None):
         # Merge inside every call: NNX modules must not cross JAX trace levels, and the decoding

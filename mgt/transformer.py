@@ -265,7 +265,9 @@ class MaskedTransformer(nnx.Module):
 
         Decoding calls the model at every step; scanning the stacked blocks slices every layer's
         weights out of the stack at each of them (7 % of an ImageNet-size generation on a CPU).
-        Sliced once per generation and passed as `layers=`, the weights are read in place.
+        Sliced once and passed as `layers=`, they are read in place at every step: the decoding loop
+        slices them once per generation, a pipeline once for as long as its weights stay the same
+        (`mgt.sampling.LayerWeightsCache`).
         """
         _, stacked = nnx.split(self.blocks)
         return tuple(jax.tree.map(lambda a, i=i: a[i], stacked) for i in range(self.config.num_layers))
