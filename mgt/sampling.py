@@ -55,9 +55,7 @@ class ModelLogits:
         if self.layers is not None:
             return self
         model = nnx.merge(self.graphdef, self.state, copy=True)
-        if getattr(model.config, "decode_layers", "scan") != "unrolled":
-            return self
-        return self.replace(layers=model.layer_states())
+        return self.replace(layers=model.layer_states()) if _decodes_unrolled(model) else self
 
 
 class LayerWeightsCache:
@@ -75,7 +73,7 @@ class LayerWeightsCache:
 
     def get(self, model):
         """`layers` for `model(..., layers=)` / `ModelLogits`, or None when the model scans its layers."""
-        if getattr(model.config, "decode_layers", "scan") != "unrolled":
+        if not _decodes_unrolled(model):
             return None
         stacked = jax.tree.leaves(nnx.state(model.blocks))
         if self._stacked is None or len(stacked) != len(self._stacked) or any(
@@ -84,6 +82,11 @@ class LayerWeightsCache:
             self._layers = _layer_states_jit(graphdef, state)
             self._stacked = stacked
         return self._layers
+
+
+def _decodes_unrolled(model) -> bool:
+    """Whether `model` decodes over per-layer weights (`TransformerConfig.decode_layers`)."""
+    return getattr(model.config, "decode_layers", "scan") == "unrolled"
 
 
 @functools.partial(jax.jit, static_argnums=0)
