@@ -60,16 +60,19 @@ class TokenizerLossConfig:
 def blur_downsample(x):
     """Blur with the separable [1, 3, 3, 1] filter, then keep every second pixel ('SAME' padding).
 
-    `[B, H, W, C]` → `[B, ceil(H/2), ceil(W/2), C]`, same dtype (StyleGAN2's blur pooling).
+    `[B, H, W, C]` → `[B, ceil(H/2), ceil(W/2), C]`, same dtype (StyleGAN2's blur pooling). Videos
+    `[B, T, H, W, C]` are blurred and halved along time as well (MAGVIT's 3D discriminator).
     """
-    k1 = np.array([1.0, 3.0, 3.0, 1.0], np.float32)
-    k2 = np.outer(k1, k1) / np.square(k1.sum())
+    nd = x.ndim - 2
+    k1 = np.array([1.0, 3.0, 3.0, 1.0], np.float32) / 8.0
+    k = k1
+    for _ in range(nd - 1):
+        k = np.multiply.outer(k, k1)
     c = x.shape[-1]
-    kernel = jnp.asarray(np.tile(k2[:, :, None, None], (1, 1, 1, c)), x.dtype)  # HWIO, depthwise
-    return jax.lax.conv_general_dilated(
-        x, kernel, window_strides=(2, 2), padding="SAME",
-        dimension_numbers=("NHWC", "HWIO", "NHWC"), feature_group_count=c,
-    )
+    kernel = jnp.asarray(np.broadcast_to(k[..., None, None], k.shape + (1, c)), x.dtype)  # spatial…IO, depthwise
+    dims = {2: ("NHWC", "HWIO", "NHWC"), 3: ("NDHWC", "DHWIO", "NDHWC")}[nd]
+    return jax.lax.conv_general_dilated(x, kernel, window_strides=(2,) * nd, padding="SAME",
+                                        dimension_numbers=dims, feature_group_count=c)
 
 
 def minibatch_stddev(x, group_size: int = 4):
@@ -78,14 +81,15 @@ def minibatch_stddev(x, group_size: int = 4):
     Samples n and n + M·k (M = B / G) share a group of G = min(group_size, B); the std over the
     group, averaged over H, W, C, becomes a constant channel. `[B, H, W, C]` → `[B, H, W, C + 1]`.
     """
-    b, h, w, _ = x.shape
+    b = x.shape[0]
     g = min(group_size, b)
     if b % g:
         raise ValueError(f"batch size {b} must be a multiple of the minibatch-std group size {g}")
     y = x.astype(jnp.float32).reshape((g, b // g) + x.shape[1:])
-    std = jnp.sqrt(jnp.var(y, axis=0) + 1e-8).mean(axis=(1, 2, 3))  # [B / G]
+    std = jnp.sqrt(jnp.var(y, axis=0) + 1e-8).mean(axis=tuple(range(1, x.ndim)))  # [B / G]
     std = jnp.tile(std, (g,)).astype(x.dtype)  # sample n gets its group's value
-    return jnp.concatenate([x, jnp.broadcast_to(std[:, None, None, None], (b, h, w, 1))], axis=-1)
+    std = std.reshape((b,) + (1,) * (x.ndim - 1))
+    return jnp.concatenate([x, jnp.broadcast_to(std, x.shape[:-1] + (1,))], axis=-1)
 
 
 def _leaky_relu(x):
@@ -94,10 +98,12 @@ def _leaky_relu(x):
 
 class DiscriminatorBlock(nnx.Module):
     """Residual down block: conv3x3 → lrelu → blur-down → conv3x3 → lrelu, skip = conv1x1(blur-down(x)),
-    output (h + skip) / √2. `[B, H, W, in]` → `[B, ceil(H/2), ceil(W/2), out]`."""
+    output (h + skip) / √2. `[B, H, W, in]` → `[B, ceil(H/2), ceil(W/2), out]`; with `ndim=3` the
+    same in 3D (`[B, T, H, W, in]`, time halved too)."""
 
-    def __init__(self, in_channels: int, out_channels: int, *, dtype: Any = jnp.float32, rngs: nnx.Rngs):
-        conv = lambda i, o, k, b: nnx.Conv(i, o, (k, k), padding="SAME", use_bias=b, dtype=dtype, rngs=rngs)
+    def __init__(self, in_channels: int, out_channels: int, *, ndim: int = 2, dtype: Any = jnp.float32,
+                 rngs: nnx.Rngs):
+        conv = lambda i, o, k, b: nnx.Conv(i, o, (k,) * ndim, padding="SAME", use_bias=b, dtype=dtype, rngs=rngs)
         self.conv_0 = conv(in_channels, in_channels, 3, True)
         self.conv_1 = conv(in_channels, out_channels, 3, True)
         self.skip = conv(in_channels, out_channels, 1, False)
@@ -115,32 +121,36 @@ class StyleGANDiscriminator(nnx.Module):
     minibatch-std channel → conv3x3 → flatten → dense(width) → dense(1); leaky ReLU 0.2 between.
     The image size is fixed at construction (the first dense layer sees the flattened grid).
     Official-like ImageNet 256: base 128, multipliers (2, 4, 4, 4, 4); small images: e.g. base 32,
-    multipliers (1, 2) for 16 px.
+    multipliers (1, 2) for 16 px. A 3-entry `image_size` `(T, H, W)` makes the 3D discriminator of
+    MAGVIT: videos `[B, T, H, W, C]`, 3×3×3 convolutions, time halved with space in every block.
     """
 
     def __init__(self, image_size: int | Sequence[int], *, in_channels: int = 3, base_channels: int = 128,
                  channel_multipliers: Sequence[int] = (2, 4, 4, 4, 4), use_minibatch_std: bool = False,
                  minibatch_std_group: int = 4, dtype: Any = jnp.float32, rngs: nnx.Rngs):
-        h, w = (image_size, image_size) if isinstance(image_size, int) else tuple(image_size)
-        self.image_shape = (h, w, in_channels)
+        size = (image_size, image_size) if isinstance(image_size, int) else tuple(int(s) for s in image_size)
+        if len(size) not in (2, 3):
+            raise ValueError(f"image_size must be S, (H, W) or (T, H, W), got {image_size!r}")
+        nd = len(size)
+        self.image_shape = size + (in_channels,)
         self.use_minibatch_std = use_minibatch_std
         self.minibatch_std_group = minibatch_std_group
-        self.conv_in = nnx.Conv(in_channels, base_channels, (3, 3), padding="SAME", dtype=dtype, rngs=rngs)
+        self.conv_in = nnx.Conv(in_channels, base_channels, (3,) * nd, padding="SAME", dtype=dtype, rngs=rngs)
         blocks, width = [], base_channels
         for m in channel_multipliers:
-            blocks.append(DiscriminatorBlock(width, base_channels * m, dtype=dtype, rngs=rngs))
+            blocks.append(DiscriminatorBlock(width, base_channels * m, ndim=nd, dtype=dtype, rngs=rngs))
             width = base_channels * m
-            h, w = -(-h // 2), -(-w // 2)
+            size = tuple(-(-s // 2) for s in size)
         self.blocks = nnx.List(blocks)
         extra = 1 if use_minibatch_std else 0
-        self.conv_out = nnx.Conv(width + extra, width, (3, 3), padding="SAME", dtype=dtype, rngs=rngs)
-        self.dense_0 = nnx.Linear(width * h * w, width, dtype=dtype, rngs=rngs)
+        self.conv_out = nnx.Conv(width + extra, width, (3,) * nd, padding="SAME", dtype=dtype, rngs=rngs)
+        self.dense_0 = nnx.Linear(width * math.prod(size), width, dtype=dtype, rngs=rngs)
         self.dense_1 = nnx.Linear(width, 1, dtype=dtype, rngs=rngs)
 
     @scoped("discriminator")
     def __call__(self, images):
         shape = tuple(images.shape)
-        if len(shape) != 4 or shape[1:] != self.image_shape:
+        if len(shape) != len(self.image_shape) + 1 or shape[1:] != self.image_shape:
             raise ValueError(f"images must be [batch, *{self.image_shape}], got shape {shape}")
         x = _leaky_relu(self.conv_in(images))
         for block in self.blocks:

@@ -11,11 +11,15 @@ from mgt.transformer import TransformerConfig, condition_input
 
 _MODEL_FIELDS = {f.name for f in dataclasses.fields(TransformerConfig)}
 _RUN_ONLY_MODEL_KEYS = {"objective"}
+# config.tokenizer fields that say how to initialise the tokenizer, not what it is
+INIT_ONLY_TOKENIZER_KEYS = ("inflate_from", "inflate_mode")
 
 
 def tokenizer_kwargs(config) -> dict:
     kwargs = config.tokenizer.to_dict()
     kwargs.pop("name")
+    for key in INIT_ONLY_TOKENIZER_KEYS:
+        kwargs.pop(key, None)
     return {k: tuple(v) if isinstance(v, list) else v for k, v in kwargs.items()}
 
 

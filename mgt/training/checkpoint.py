@@ -121,17 +121,23 @@ class Checkpointer:
                                         f"damaged (step {damaged[0]}: {self.damage[damaged[0]]}); remove the "
                                         "folder to start this stage again")
 
-    def read_arrays(self, step: int | None = None) -> list:
-        """The saved state's leaves as host numpy arrays, in tree order (for comparisons and tools)."""
+    def read_tree(self, step: int | None = None):
+        """The saved state as nested dicts of host numpy arrays (no target needed; for tools such as
+        inflating one workdir's weights into another model)."""
         import numpy as np
 
         step = self.latest_step() if step is None else step
         meta = self._manager.item_metadata(step)["state"]
         tree = getattr(meta, "tree", meta)
         restore_args = jax.tree.map(lambda _: ocp.RestoreArgs(restore_type=np.ndarray), tree)
-        out = self._manager.restore(step, args=ocp.args.Composite(
+        return self._manager.restore(step, args=ocp.args.Composite(
             state=ocp.args.PyTreeRestore(restore_args=restore_args)))["state"]
-        return [np.asarray(x) for x in jax.tree.leaves(out)]
+
+    def read_arrays(self, step: int | None = None) -> list:
+        """The saved state's leaves as host numpy arrays, in tree order (for comparisons and tools)."""
+        import numpy as np
+
+        return [np.asarray(x) for x in jax.tree.leaves(self.read_tree(step))]
 
     def check_compatible(self, target_state, step: int, *, partial: bool = False) -> None:
         saved = self._manager.item_metadata(step)["state"]

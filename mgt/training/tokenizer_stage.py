@@ -54,6 +54,29 @@ class TokenizerStage(Stage):
             dparams = nnx.state(disc, nnx.Param)
             state.update(disc_params=dparams, disc_opt=init_optimizer(self.disc_tx, dparams, self.mesh),
                          **self.objective.init_state())
+        source = self.config.tokenizer.get("inflate_from")
+        if source and model is None:
+            state = self._inflated(state, source)
+        return state
+
+    def _inflated(self, state: dict, source: str) -> dict:
+        """`state` with generator, EMA and discriminator weights inflated from the image tokenizer of the
+        workdir `source` (`mgt.tokenizers.inflation`); optimiser states stay fresh."""
+        from mgt.tokenizers import inflation
+
+        image = inflation.read_image_tokenizer(source)
+        mode = str(self.config.tokenizer.get("inflate_mode") or "central")
+        causal = bool(self.config.tokenizer.get("causal", False))
+        for key in ("params", "ema", "disc_params"):
+            if key not in state or (key == "disc_params" and not image[key]):
+                continue
+            pure = state[key].to_pure_dict()
+            target = {p: leaf.shape for p, leaf in inflation.flat_paths(pure).items()}
+            values = inflation.inflate_tree(image[key], target, mode=mode, causal=causal,
+                                            what=f"the tokenizer's {key}")
+            placed = {p: jax.device_put(values[p].astype(leaf.dtype), leaf.sharding)
+                      for p, leaf in inflation.flat_paths(pure).items()}
+            nnx.replace_by_pure_dict(state[key], _nest_paths(placed))
         return state
 
     def prepare_training(self):
@@ -129,3 +152,15 @@ class TokenizerStage(Stage):
 def _reconstruct(graphdef, state, inputs):
     model = nnx.merge(graphdef, state, copy=True)
     return model.decode(model.encode(inputs))
+
+
+def _nest_paths(flat: dict) -> dict:
+    """`{"a/0/b": x}` → `{"a": {0: {"b": x}}}` (integer keys back to ints, as nnx pure dicts have them)."""
+    out: dict = {}
+    for path, value in flat.items():
+        node = out
+        keys = [int(k) if k.isdigit() else k for k in path.split("/")]
+        for k in keys[:-1]:
+            node = node.setdefault(k, {})
+        node[keys[-1]] = value
+    return out

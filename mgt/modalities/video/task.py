@@ -1,0 +1,213 @@
+"""The video task: the `Task` protocol for clips, built from a config.
+
+Model inputs are float32 `[T, S, S, C]` in [0, 1] (`config.data.num_frames` = T, `config.data.image_size`
+= S, `config.data.channels` = C); sources are registered by name (`mgt.modalities.video.sources`);
+samples are written as a labelled grid of clips (`.gif`, `.mp4`), a filmstrip PNG (one row per clip)
+or an `.npz` of uint8 `videos` `[N, T, H, W, C]` and int32 `labels` `[N]`.
+"""
+
+from __future__ import annotations
+
+import dataclasses
+
+import numpy as np
+
+from mgt.condition import Condition
+from mgt.modalities import register_task
+from mgt.modalities.base import BaseTask, ensure_parent
+from mgt.modalities.video import io
+from mgt.modalities.video.sources import make_source
+
+
+@dataclasses.dataclass(frozen=True)
+class VideoToFloat:
+    """grain `map`: record["video"] uint8 `[T, S, S, C']` → `{"video": float32 [T, S, S, C] in [0, 1], "label"}`."""
+
+    input_shape: tuple[int, ...]
+
+    def __call__(self, record: dict) -> dict:
+        video = np.asarray(record["video"])
+        if video.ndim == 3:
+            video = video[..., None]
+        video = io.convert_channels(video, self.input_shape[-1])
+        if video.shape != tuple(self.input_shape):
+            raise ValueError(f"a clip of shape {video.shape} does not fit the config's (T, S, S, C) = "
+                             f"{tuple(self.input_shape)}: set config.data.num_frames / image_size / channels")
+        return {"video": video.astype(np.float32) / 255.0, "label": np.int32(record.get("label", 0))}
+
+
+@dataclasses.dataclass(frozen=True)
+class FlipClip:
+    """grain `random_map`: flip a whole clip left–right with probability 1/2 (every frame alike)."""
+
+    def __call__(self, record: dict, rng: np.random.Generator) -> dict:
+        if rng.random() < 0.5:
+            return {**record, "video": record["video"][:, :, ::-1]}
+        return record
+
+
+@register_task("video")
+class VideoTask(BaseTask):
+    name = "video"
+    input_key = "video"
+    identity_keys = ("data.num_frames", "data.image_size", "data.channels", "data.num_classes")
+    output_extensions = (".gif", ".mp4", ".webm", ".png", ".npz")
+
+    def __init__(self, config):
+        super().__init__(config)
+        data = config.data
+        self.num_frames, self.image_size = int(data.num_frames), int(data.image_size)
+        self.channels = int(data.get("channels", 3))
+        if self.channels not in (1, 3):
+            raise ValueError(f"config.data.channels={self.channels}: expected 1 (grey) or 3 (RGB)")
+        self.input_shape = (self.num_frames, self.image_size, self.image_size, self.channels)
+        self.fps = float(data.get("fps", 4.0))
+
+    # ---- data -----------------------------------------------------------------------------------
+    def source(self, split: str = "train"):
+        data = self.config.data
+        kwargs = dict(data.get("source_kwargs", {}) or {})
+        if data.source == "moving_digits":
+            return make_source("moving_digits", split=split, num_frames=self.num_frames, size=self.image_size,
+                               **kwargs)
+        if data.source == "folder":
+            if not data.path:
+                raise ValueError("config.data.source='folder' needs config.data.path (a folder of videos)")
+            return make_source("folder", path=data.path, num_frames=self.num_frames, size=self.image_size,
+                               channels=self.channels, **kwargs)
+        return make_source(data.source, **kwargs)
+
+    def pipeline(self, source, *, batch_size: int, train: bool, seed: int, augment: bool = True):
+        """grain iterator of `{"video": float32 [B, T, S, S, C], "label": int32 [B]}`; training flips
+        clips left–right when `config.data.flip`."""
+        import grain
+        import jax
+
+        if len(source) == 0:
+            raise ValueError(f"source {source!r} is empty")
+        ds = grain.MapDataset.source(source)
+        if jax.process_count() > 1:
+            ds = ds[jax.process_index()::jax.process_count()]
+        if train:
+            ds = ds.seed(seed).shuffle().repeat(None)
+        elif augment and self.config.data.get("flip", False):
+            ds = ds.seed(seed)
+        if augment and self.config.data.get("flip", False):
+            ds = ds.random_map(FlipClip())
+        ds = ds.map(VideoToFloat(self.input_shape))
+        ds = ds.batch(batch_size, drop_remainder=train)
+        return ds.to_iter_dataset(grain.ReadOptions(num_threads=4, prefetch_buffer_size=64))
+
+    def examples(self, split: str, num: int) -> np.ndarray:
+        source = self.source(split)
+        to_float = VideoToFloat(self.input_shape)
+        return np.stack([to_float(source[i])["video"] for i in range(min(num, len(source)))])
+
+    # ---- files ----------------------------------------------------------------------------------
+    def read_input(self, path: str, argument: str = "--input") -> np.ndarray:
+        """One video file → float32 `[T, S, S, C]` (its first T frames, resized and centre-cropped)."""
+        frames = self.read_clips(path, argument)
+        return frames[0]
+
+    def read_clips(self, path: str, argument: str = "--input") -> np.ndarray:
+        """Every clip of an `.npz` (`videos` uint8 `[N, T, H, W, C]`, C = 1 or 3) or one video file →
+        float32 `[N, T, S, S, C]` in the model's channels. Clips must have the model's T, H and W; a
+        video file gives its first T frames, resized and centre-cropped. ValueError names `argument`."""
+        import os
+
+        if not os.path.isfile(path):
+            raise ValueError(f"{argument} {path!r}: no such file")
+        t, s, c = self.num_frames, self.image_size, self.channels
+        if path.lower().endswith(".npz"):
+            try:
+                with np.load(path) as f:
+                    videos = np.asarray(f["videos"])
+            except (KeyError, ValueError, OSError) as e:
+                raise ValueError(f"{argument} {path!r}: expected an .npz with 'videos' uint8 [N, T, H, W, C] ({e})") \
+                    from None
+            if videos.ndim != 5 or videos.shape[-1] not in (1, 3):
+                raise ValueError(f"{argument} {path!r}: 'videos' must be [N, T, H, W, C] with C = 1 or 3, got "
+                                 f"{videos.shape}")
+            if videos.shape[1:4] != (t, s, s):
+                raise ValueError(f"{argument} {path!r}: clips are {videos.shape[1]} frames of "
+                                 f"{videos.shape[2]}x{videos.shape[3]}; the model takes {t} frames of {s}x{s}")
+            videos = io.to_uint8(videos, f"{argument} {path!r}")
+        else:
+            try:
+                frames = io.read_video(path, size=s, channels=3)
+            except ValueError as e:
+                raise ValueError(f"{argument} {e}") from None
+            if len(frames) < t:
+                raise ValueError(f"{argument} {path!r} has {len(frames)} frames; the model takes {t}")
+            videos = frames[None, :t]
+        return io.convert_channels(videos, c).astype(np.float32) / 255.0
+
+    def write_samples(self, path: str, outputs, condition: Condition | None = None, *, grid: bool = True) -> None:
+        """Clips float32 `[N, T, S, S, C]` → `.npz` (uint8 `videos`, int32 `labels`), `.gif` / `.mp4` /
+        `.webm` (a labelled grid of clips playing together; `grid=False`: the clips side by side) or
+        `.png` (a filmstrip: one row per clip, its frames left to right, labelled)."""
+        from mgt.modalities.image.writer import make_image_grid
+
+        self.check_output(path)
+        videos = np.round(np.clip(np.asarray(outputs, np.float32), 0.0, 1.0) * 255.0).astype(np.uint8)
+        labels = None if condition is None or condition.labels is None else np.asarray(condition.labels, np.int32)
+        ensure_parent(path)
+        if path.lower().endswith(".npz"):
+            np.savez(path, videos=videos, labels=np.zeros(len(videos), np.int32) if labels is None else labels)
+            return
+        upscale = max(1, 64 // self.image_size)
+        rgb = io.convert_channels(videos, 3)
+        names = None if labels is None else [str(int(x)) for x in labels]
+        if path.lower().endswith(".png"):
+            from PIL import Image
+
+            n, t = rgb.shape[:2]
+            strip_labels = None if names is None else [name if j == 0 else "" for name in names for j in range(t)]
+            picture = make_image_grid(rgb.reshape((n * t,) + rgb.shape[2:]), ncols=t, labels=strip_labels,
+                                      upscale=upscale)
+            Image.fromarray(picture).save(path)
+            return
+        ncols = None if grid else len(rgb)
+        frames = [make_image_grid(rgb[:, k], ncols=ncols, labels=names if grid else None, upscale=upscale)
+                  for k in range(rgb.shape[1])]
+        io.write_video(path, np.stack(frames), fps=self.fps)
+
+    def sample_writer(self, path: str, total: int):
+        """`.npz`: streamed batch by batch; other formats: collected and written at the end."""
+        if not path.lower().endswith(".npz"):
+            return super().sample_writer(path, total)
+        self.check_output(path)
+        from mgt.modalities.writers import NpzStreamWriter
+
+        ensure_parent(path)
+        return _NpzClips(NpzStreamWriter(path, total, {"videos": self.input_shape, "labels": ()},
+                                         {"videos": np.uint8, "labels": np.int32}))
+
+    def write_reconstructions(self, path: str, inputs, reconstructions) -> None:
+        """A filmstrip PNG: each input clip's row above its reconstruction's."""
+        x = np.asarray(inputs, np.float32)
+        y = np.clip(np.asarray(reconstructions, np.float32), 0, 1)
+        pairs = np.stack([x, y], 1).reshape((-1,) + x.shape[1:])
+        self.write_samples(path if path.lower().endswith(".png") else path.rsplit(".", 1)[0] + ".png", pairs)
+
+    # ---- metrics --------------------------------------------------------------------------------
+    def reconstruction_metrics(self, inputs, reconstructions) -> dict[str, float]:
+        """Mean squared error and PSNR over every frame (inputs in [0, 1])."""
+        return super().reconstruction_metrics(inputs, reconstructions)
+
+
+class _NpzClips:
+    def __init__(self, npz):
+        self._npz = npz
+
+    def add(self, outputs, condition) -> None:
+        videos = np.round(np.clip(np.asarray(outputs, np.float32), 0.0, 1.0) * 255.0).astype(np.uint8)
+        labels = (np.zeros(len(videos), np.int32) if condition is None or condition.labels is None
+                  else np.asarray(condition.labels, np.int32))
+        self._npz.add(videos=videos, labels=labels)
+
+    def close(self) -> None:
+        self._npz.close()
+
+    def abort(self) -> None:
+        self._npz.abort()
