@@ -22,6 +22,8 @@ import os
 import numpy as np
 
 MODES = ("central", "average")
+_SIZES_HINT = ("the video tokenizer must have the image tokenizer's sizes (base_channels, channel_multipliers, "
+               "num_res_blocks, embedding_dim, codebook_size) and shortcut='output'")
 
 
 def inflate_kernel(kernel2d: np.ndarray, time_taps: int, *, mode: str = "central", causal: bool = False):
@@ -50,7 +52,7 @@ def inflate_array(source: np.ndarray, target_shape: tuple[int, ...], *, mode: st
         t = target_shape[0] // source.shape[0]
         # rows are the flattened (t, h, w, c) grid: the same (h, w, c) block once per time cell
         return np.tile(source, (t, 1)) / t
-    raise ValueError(f"cannot inflate {path}: 2D shape {source.shape}, 3D shape {target_shape}")
+    raise ValueError(f"cannot inflate {path}: 2D shape {source.shape}, 3D shape {target_shape}; {_SIZES_HINT}")
 
 
 def inflate_tree(source: dict[str, np.ndarray], target: dict[str, tuple], *, mode: str = "central",
@@ -60,8 +62,7 @@ def inflate_tree(source: dict[str, np.ndarray], target: dict[str, tuple], *, mod
     missing = sorted(p for p in target if p not in source)
     if missing:
         raise ValueError(f"the image tokenizer has no parameters for {len(missing)} of {what}'s: {missing[:6]}; "
-                         "the video tokenizer must have the image tokenizer's sizes (base_channels, "
-                         "channel_multipliers, num_res_blocks, embedding_dim, codebook_size) and shortcut='output'")
+                         f"{_SIZES_HINT}")
     return {p: inflate_array(source[p], shape, mode=mode, causal=causal, path=p) for p, shape in target.items()}
 
 
@@ -91,5 +92,6 @@ def read_image_tokenizer(workdir: str) -> dict[str, dict[str, np.ndarray]]:
         tree = ckpt.read_tree()
     finally:
         ckpt.close()
-    return {key: {p: np.asarray(v) for p, v in flat_paths(tree.get(key, {})).items()}
+    # saved nnx variables end in ".../value"
+    return {key: {p.removesuffix("/value"): np.asarray(v) for p, v in flat_paths(tree.get(key, {})).items()}
             for key in ("params", "ema", "disc_params")}

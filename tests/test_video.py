@@ -1,0 +1,203 @@
+"""The video modality: moving digits, the 3D tokenizer (causal option, 2D → 3D inflation), the video
+task's files, and a `:tiny` video workdir trained, sampled and read back through the CLI."""
+
+from __future__ import annotations
+
+import importlib.util
+import json
+import os
+
+import jax
+import jax.numpy as jnp
+import numpy as np
+import pytest
+from flax import nnx
+
+from mgt.modalities.video.sources import MovingDigitsSource, VideoArraySource, VideoFolderSource
+
+ROOT = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
+VIDEO_CONFIG = os.path.join(ROOT, "configs", "video", "moving_digits.py")
+
+
+def _config(path: str, arg: str):
+    spec = importlib.util.spec_from_file_location(os.path.basename(path)[:-3] + "_config", path)
+    module = importlib.util.module_from_spec(spec)
+    spec.loader.exec_module(module)
+    return module.get_config(arg)
+
+
+def video_config(arg: str = "tiny"):
+    return _config(VIDEO_CONFIG, arg)
+
+
+def test_moving_digits_are_seeded_bounce_and_split_like_the_image_digits():
+    from mgt.modalities.image.sources import DigitsSource
+
+    a, b = MovingDigitsSource("train", num_clips=50), MovingDigitsSource("train", num_clips=50)
+    clip = a[7]
+    assert clip["video"].shape == (8, 32, 32, 1) and clip["video"].dtype == np.uint8
+    np.testing.assert_array_equal(clip["video"], b[7]["video"])  # a function of (seed, split, index)
+    assert not np.array_equal(a[7]["video"], a[8]["video"])
+    assert [int(a[i]["label"]) for i in range(50)] == a.labels.tolist()
+    # the digit moves 1-3 px per frame along each axis and stays whole inside the frame
+    for i in range(20):
+        v = a[i]["video"][..., 0].astype(np.float64)
+        ink = v.sum(axis=(1, 2))
+        assert np.allclose(ink, ink[0])  # never clipped by an edge
+        ys, xs = np.arange(32), np.arange(32)
+        cy, cx = (v.sum(2) @ ys) / ink, (v.sum(1) @ xs) / ink
+        steps = np.abs(np.diff(np.stack([cy, cx], 1), axis=0))
+        assert steps.max() <= 3 + 1e-6 and steps.min() >= 0
+    # test clips draw test digits only: the image digits' split
+    test, train = DigitsSource(16, "test"), DigitsSource(16, "train")
+    assert len(MovingDigitsSource("test").digits) == len(test) and len(a.digits) == len(train)
+    two = MovingDigitsSource("train", num_digits=2, num_clips=4)[0]["video"]
+    assert two.shape == (8, 32, 32, 1)
+    with pytest.raises(ValueError, match="split"):
+        MovingDigitsSource("valid")
+
+
+def test_video_folder_and_array_sources(tmp_path):
+    from mgt.modalities.video.io import write_video
+
+    (tmp_path / "a").mkdir()
+    (tmp_path / "b").mkdir()
+    rng = np.random.default_rng(0)
+    write_video(str(tmp_path / "a" / "x.gif"), rng.integers(0, 255, (10, 20, 24, 3), dtype=np.uint8))
+    write_video(str(tmp_path / "b" / "y.gif"), rng.integers(0, 255, (4, 20, 24, 3), dtype=np.uint8))
+    (tmp_path / "b" / "broken.gif").write_bytes(b"not a gif")
+    src = VideoFolderSource(str(tmp_path), num_frames=4, size=16, stride=3)
+    assert len(src) == 3 + 1 and src.skipped == 1 and src.class_names == ["a", "b"]
+    assert src[0]["video"].shape == (4, 16, 16, 3) and src.labels.tolist() == [0, 0, 0, 1]
+    (tmp_path / "empty").mkdir()
+    with pytest.raises(ValueError, match="holds no video files"):
+        VideoFolderSource(str(tmp_path / "empty"), num_frames=4)
+    arr = VideoArraySource(np.zeros((3, 4, 8, 8), np.float32))
+    assert arr[2]["video"].shape == (4, 8, 8, 1) and arr[2]["video"].dtype == np.uint8
+    with pytest.raises(ValueError, match=r"\[N, T, H, W, C\]"):
+        VideoArraySource(np.zeros((3, 8, 8)))
+
+
+def _tiny3d(**kw):
+    from mgt.tokenizers.vqgan3d import VQGAN3D
+
+    sizes = dict(video_channels=1, base_channels=8, channel_multipliers=(1, 2), temporal_downsample=(True,),
+                 num_res_blocks=1, embedding_dim=8, codebook_size=16, num_groups=4)
+    return VQGAN3D(**{**sizes, **kw}, rngs=nnx.Rngs(0))
+
+
+def test_causal_tokenizer_first_frame_alone_and_later_frames_never_change_earlier_tokens():
+    model = _tiny3d(causal=True)
+    x = jax.random.uniform(jax.random.key(1), (2, 5, 8, 8, 1))
+    encode = nnx.jit(lambda m, v: m.encode(v))
+    tokens = encode(model, x)
+    assert tokens.shape == (2, 3, 4, 4) and model.token_spec((5, 8, 8, 1)).grid == (3, 4, 4)
+    np.testing.assert_array_equal(encode(model, x[:, :3]), tokens[:, :2])  # a prefix chunk: the same tokens
+    np.testing.assert_array_equal(encode(model, x[:, :1]), tokens[:, :1])  # an image: the first token frame
+    lat = nnx.jit(lambda m, v: m.encode_latents(v))
+    changed = x.at[:, 3:].set(0.0)
+    np.testing.assert_allclose(lat(model, changed)[:, :2], lat(model, x)[:, :2], rtol=1e-5, atol=1e-6)
+    assert model.decode(tokens).shape == (2, 5, 8, 8, 1)
+    # the non-causal model's frames see the future
+    full = _tiny3d()
+    assert not np.allclose(lat(full, changed[:, :4])[:, :1], lat(full, x[:, :4])[:, :1])
+    with pytest.raises(ValueError, match="frames - 1 must be a multiple"):
+        model.encode(x[:, :4])
+    with pytest.raises(ValueError, match="must be a multiple of the temporal downsampling factor 2"):
+        full.encode(x)
+
+
+def test_inflated_tokenizer_reproduces_the_image_tokenizer_on_a_static_video(tiny_workdir):
+    """`--config.tokenizer.inflate_from=<image workdir>`: generator and EMA weights inflated ("central");
+    a video of one repeated image tokenizes and decodes frame by frame as the image tokenizer does."""
+    from mgt.training import trainer
+    from mgt.training.tokenizer_stage import TokenizerStage
+
+    image_config = _config(os.path.join(ROOT, "configs", "image", "digits.py"), "tiny")
+    c = video_config()
+    c.data.channels = 3
+    c.data.image_size = image_config.data.image_size
+    for key in ("base_channels", "channel_multipliers", "num_res_blocks", "embedding_dim", "codebook_size",
+                "num_groups", "commitment_cost", "entropy_cost"):
+        c.tokenizer[key] = image_config.tokenizer[key]
+    c.tokenizer.video_channels = 3
+    c.tokenizer.temporal_downsample = (True, False)
+    c.tokenizer.shortcut = "output"
+    c.tokenizer.inflate_from = tiny_workdir
+    task = trainer.make_task(c)
+    mesh = trainer.make_mesh(c)
+    with jax.set_mesh(mesh):
+        stage = TokenizerStage(c, task, mesh, workdir="unused")
+        state = stage.init_state()
+        video_tok = stage.model_from_state(state)
+    image_pipe = trainer.load_pipeline(tiny_workdir)
+    image_tok = image_pipe.tokenizer  # EMA weights, as the inflated model's
+    images = jnp.asarray(image_pipe.task.examples("test", 2))  # [2, 16, 16, 3]
+    static = jnp.repeat(images[:, None], 4, axis=1)  # [2, 4, 16, 16, 3]
+    roundtrip = nnx.jit(lambda m, x: (m.encode(x), m.decode(m.encode(x))))
+    (tok2d, dec2d), (tok3d, dec3d) = roundtrip(image_tok, images), roundtrip(video_tok, static)
+    assert tok3d.shape == (2, 2) + tok2d.shape[1:]
+    np.testing.assert_array_equal(tok3d, np.repeat(np.asarray(tok2d)[:, None], 2, axis=1))
+    for t in range(4):
+        np.testing.assert_allclose(dec3d[:, t], dec2d, rtol=1e-4, atol=1e-4)
+    c.tokenizer.shortcut = "input"
+    with jax.set_mesh(mesh), pytest.raises(ValueError, match="shortcut='output'"):
+        TokenizerStage(c, task, mesh, workdir="unused").init_state()
+
+
+def test_discriminators_for_video_take_clips():
+    """3D (MAGVIT) and per-frame discriminators map clips to one logit each (R1 and the GAN terms are
+    the image objective's functions, tested with the image tokenizer)."""
+    from mgt.tokenizers.video_losses import VideoTokenizerObjective
+
+    tc = video_config().tokenizer_train
+    tc.adversarial_weight, tc.discriminator_channels = 0.1, 4
+    x = jax.random.uniform(jax.random.key(0), (2, 4, 16, 16, 1))
+    for kind in ("3d", "frames"):
+        tc.discriminator = kind
+        disc = VideoTokenizerObjective(tc, (4, 16, 16, 1), 0).make_discriminator()
+        logits = nnx.jit(lambda d, v: d(v))(disc, x)
+        assert logits.shape == (2,) and logits.dtype == jnp.float32 and np.isfinite(np.asarray(logits)).all()
+    tc.discriminator = "2d"
+    with pytest.raises(ValueError, match="discriminator='2d'"):
+        VideoTokenizerObjective(tc, (4, 16, 16, 1), 0)
+
+
+@pytest.fixture(scope="module")
+def video_workdir(tmp_path_factory):
+    from mgt.training import train
+
+    path = str(tmp_path_factory.mktemp("video") / "run")
+    train(video_config(), path, quiet=True)
+    return path
+
+
+def test_video_workdir_trains_samples_and_reads_back(video_workdir, tmp_path, capsys):
+    from mgt.cli import main
+
+    records = [json.loads(line) for line in open(os.path.join(video_workdir, "metrics.jsonl"))]
+    assert {r["stage"] for r in records} == {"tokenizer", "transformer"}
+    assert os.path.exists(os.path.join(video_workdir, "samples", "final.gif"))
+    for ext in ("npz", "gif", "png", "mp4"):
+        main(["sample", "--workdir", video_workdir, "--labels", "3,7", "--num", "3", "--out", str(tmp_path / f"c.{ext}")])
+    with np.load(tmp_path / "c.npz") as f:
+        assert f["videos"].shape == (3, 4, 32, 32, 1) and f["videos"].dtype == np.uint8
+        assert f["labels"].tolist() == [3, 7, 3]
+    from mgt.modalities.video.io import read_frames
+
+    assert read_frames(str(tmp_path / "c.gif")).shape[0] == 4 and read_frames(str(tmp_path / "c.mp4")).shape[0] == 4
+    from mgt.training.trainer import load_pipeline
+
+    task = load_pipeline(video_workdir).task
+    clips = task.read_clips(str(tmp_path / "c.npz"))
+    assert clips.shape == (3, 4, 32, 32, 1) and clips.dtype == np.float32
+    rgb = tmp_path / "rgb.npz"
+    np.savez(rgb, videos=np.zeros((2, 4, 32, 32, 3), np.uint8))
+    assert task.read_clips(str(rgb)).shape == (2, 4, 32, 32, 1)  # channels converted to the model's
+    np.savez(tmp_path / "long.npz", videos=np.zeros((1, 6, 32, 32, 1), np.uint8))
+    with pytest.raises(ValueError, match="--input .*6 frames of 32x32; the model takes 4 frames of 32x32"):
+        task.read_clips(str(tmp_path / "long.npz"))
+    capsys.readouterr()
+    assert main(["sample", "--workdir", video_workdir, "--out", str(tmp_path / "c.txt")]) == 1
+    err = capsys.readouterr().err
+    assert "--out" in err and ".gif" in err and "Traceback" not in err
