@@ -77,7 +77,7 @@ def flat_paths(tree, prefix: str = "") -> dict[str, object]:
     return out
 
 
-def read_image_tokenizer(workdir: str) -> dict[str, dict[str, np.ndarray]]:
+def read_workdir_tokenizer(workdir: str) -> dict[str, dict[str, np.ndarray]]:
     """The latest tokenizer checkpoint of an image workdir → `{"params", "ema", "disc_params"}`, each a
     flat `{path: array}` dict (`disc_params` empty without a discriminator)."""
     from mgt.training.checkpoint import Checkpointer

@@ -60,19 +60,19 @@ class TokenizerStage(Stage):
         return state
 
     def _inflated(self, state: dict, source: str) -> dict:
-        """`state` with generator, EMA and discriminator weights inflated from the image tokenizer of the
-        workdir `source` (`mgt.tokenizers.inflation`); optimiser states stay fresh."""
+        """`state` with generator, EMA and discriminator weights inflated from the (lower-dimensional)
+        tokenizer of the workdir `source` (`mgt.tokenizers.inflation`); optimiser states stay fresh."""
         from mgt.tokenizers import inflation
 
-        image = inflation.read_image_tokenizer(source)
+        given = inflation.read_workdir_tokenizer(source)
         mode = str(self.config.tokenizer.get("inflate_mode") or "central")
         causal = bool(self.config.tokenizer.get("causal", False))
         for key in ("params", "ema", "disc_params"):
-            if key not in state or (key == "disc_params" and not image[key]):
+            if key not in state or (key == "disc_params" and not given[key]):
                 continue
             pure = state[key].to_pure_dict()
             target = {p: leaf.shape for p, leaf in inflation.flat_paths(pure).items()}
-            values = inflation.inflate_tree(image[key], target, mode=mode, causal=causal,
+            values = inflation.inflate_tree(given[key], target, mode=mode, causal=causal,
                                             what=f"the tokenizer's {key}")
             placed = {p: jax.device_put(values[p].astype(leaf.dtype), leaf.sharding)
                       for p, leaf in inflation.flat_paths(pure).items()}
