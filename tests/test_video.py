@@ -179,7 +179,8 @@ def test_video_workdir_trains_samples_and_reads_back(video_workdir, tmp_path, ca
     assert {r["stage"] for r in records} == {"tokenizer", "transformer"}
     assert os.path.exists(os.path.join(video_workdir, "samples", "final.gif"))
     for ext in ("npz", "gif", "png", "mp4"):
-        main(["sample", "--workdir", video_workdir, "--labels", "3,7", "--num", "3", "--out", str(tmp_path / f"c.{ext}")])
+        out = str(tmp_path / f"c.{ext}")
+        assert main(["sample", "--workdir", video_workdir, "--labels", "3,7", "--num", "3", "--out", out]) == 0
     with np.load(tmp_path / "c.npz") as f:
         assert f["videos"].shape == (3, 4, 32, 32, 1) and f["videos"].dtype == np.uint8
         assert f["labels"].tolist() == [3, 7, 3]
@@ -198,6 +199,11 @@ def test_video_workdir_trains_samples_and_reads_back(video_workdir, tmp_path, ca
     with pytest.raises(ValueError, match="--input .*6 frames of 32x32; the model takes 4 frames of 32x32"):
         task.read_clips(str(tmp_path / "long.npz"))
     capsys.readouterr()
+    bad = str(tmp_path / "bad")
+    assert main(["train", "--config", VIDEO_CONFIG + ":tiny", "--workdir", bad, "--config.data.num_frames=5"]) == 1
+    err = capsys.readouterr().err
+    assert "temporal downsampling factor 2" in err and "5 frames" in err and "Traceback" not in err
+    assert not os.path.exists(bad)
     assert main(["sample", "--workdir", video_workdir, "--out", str(tmp_path / "c.txt")]) == 1
     err = capsys.readouterr().err
     assert "--out" in err and ".gif" in err and "Traceback" not in err

@@ -85,8 +85,8 @@ class VQGAN3DConfig:
             raise ValueError("VQGAN3DConfig.channel_multipliers must have at least one entry")
         if len(self.temporal_downsample) != len(self.channel_multipliers) - 1:
             raise ValueError(f"VQGAN3DConfig.temporal_downsample needs one flag per downsampling "
-                             f"({len(self.channel_multipliers) - 1} for channel_multipliers={self.channel_multipliers}),"
-                             f" got {self.temporal_downsample}")
+                             f"({len(self.channel_multipliers) - 1} for channel_multipliers="
+                             f"{self.channel_multipliers}), got {self.temporal_downsample}")
         for name in ("video_channels", "base_channels", "num_res_blocks", "embedding_dim", "codebook_size",
                      "num_groups"):
             if int(getattr(self, name)) < 1:

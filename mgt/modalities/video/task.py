@@ -77,6 +77,13 @@ class VideoTask(BaseTask):
                                channels=self.channels, **kwargs)
         return make_source(data.source, **kwargs)
 
+    def check_source(self, source) -> None:
+        """Labels within `data.num_classes`, and clips of the configured frames and size (the first one)."""
+        super().check_source(source)
+        if len(source) == 0:
+            raise ValueError(f"config.data.source={self.config.data.source!r} gives no clips")
+        VideoToFloat(self.input_shape)(source[0])  # raises naming the config fields when it does not fit
+
     def pipeline(self, source, *, batch_size: int, train: bool, seed: int, augment: bool = True):
         """grain iterator of `{"video": float32 [B, T, S, S, C], "label": int32 [B]}`; training flips
         clips left–right when `config.data.flip`."""
