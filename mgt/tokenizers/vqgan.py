@@ -101,7 +101,7 @@ class VQGAN(nnx.Module):
 
     def __init__(self, config: VQGANConfig | Mapping[str, Any] | None = None, *,
                  rngs: nnx.Rngs | None = None, **overrides):
-        config = _make_config(config, overrides)
+        config = make_config(VQGANConfig, config, overrides, "VQGAN")
         rngs = rngs if rngs is not None else nnx.Rngs(0)
         self.config = config
         self.codebook_size = config.codebook_size
@@ -169,14 +169,7 @@ class VQGAN(nnx.Module):
         Returns `(reconstruction [B, H, W, C] float32, losses, metrics)`; `losses` holds the weighted
         `reconstruction` term and the quantizer's (already weighted) terms as `quantizer/<name>`.
         """
-        recon, q = self(x, train=True, rng=rng)
-        err = recon - jnp.asarray(x, jnp.float32)
-        per = jnp.abs(err) if self.config.reconstruction_loss == "l1" else jnp.square(err)
-        losses = {"reconstruction": self.config.reconstruction_weight * jnp.mean(per)}
-        losses.update({f"quantizer/{k}": v for k, v in q.losses.items()})
-        metrics = {f"quantizer/{k}": v for k, v in q.metrics.items()}
-        metrics["mse"] = jnp.mean(jnp.square(err))
-        return recon, losses, metrics
+        return reconstruction_losses(self, x, rng=rng)
 
     @staticmethod
     def training_objective(train_config, input_shape, seed: int):
@@ -199,19 +192,36 @@ class VQGAN(nnx.Module):
                              f"got {shape[1]}x{shape[2]}")
 
 
-def _make_config(config, overrides) -> VQGANConfig:
+def reconstruction_losses(model, x, *, rng=None):
+    """The training-mode forward pass of a VQ autoencoder (2D or 3D) → `(reconstruction, losses, metrics)`.
+
+    `model(x, train=True, rng=rng)` must return `(reconstruction, QuantizerOutput)` and `model.config`
+    carry `reconstruction_loss` ("l1" / "l2") and `reconstruction_weight`. `losses` holds the weighted
+    `reconstruction` term and the quantizer's (already weighted) terms as `quantizer/<name>`."""
+    recon, q = model(x, train=True, rng=rng)
+    err = recon - jnp.asarray(x, jnp.float32)
+    per = jnp.abs(err) if model.config.reconstruction_loss == "l1" else jnp.square(err)
+    losses = {"reconstruction": model.config.reconstruction_weight * jnp.mean(per)}
+    losses.update({f"quantizer/{k}": v for k, v in q.losses.items()})
+    metrics = {f"quantizer/{k}": v for k, v in q.metrics.items()}
+    metrics["mse"] = jnp.mean(jnp.square(err))
+    return recon, losses, metrics
+
+
+def make_config(config_class, config, overrides: dict, what: str):
+    """A frozen config dataclass from an instance, a mapping or None, plus keyword `overrides`
+    (ValueError naming unknown options of `what`)."""
     if config is None:
-        config = VQGANConfig()
+        config = config_class()
     elif isinstance(config, Mapping):
-        config = dict(config)
-        overrides = {**config, **overrides}
-        config = VQGANConfig()
-    elif not isinstance(config, VQGANConfig):
-        raise ValueError(f"config must be a VQGANConfig, a mapping or None, got {type(config).__name__}")
-    fields = {f.name for f in dataclasses.fields(VQGANConfig)}
+        overrides = {**dict(config), **overrides}
+        config = config_class()
+    elif not isinstance(config, config_class):
+        raise ValueError(f"config must be a {config_class.__name__}, a mapping or None, got {type(config).__name__}")
+    fields = {f.name for f in dataclasses.fields(config_class)}
     unknown = sorted(set(overrides) - fields)
     if unknown:
-        raise ValueError(f"unknown VQGAN option(s) {unknown}; expected some of {sorted(fields)}")
+        raise ValueError(f"unknown {what} option(s) {unknown}; expected some of {sorted(fields)}")
     return dataclasses.replace(config, **overrides)
 
 

@@ -24,6 +24,7 @@ from flax import nnx
 from mgt.profiling import scoped
 from mgt.tokenizers.base import register_tokenizer
 from mgt.tokenizers.quantizers import FiniteScalarQuantizer, LookupFreeQuantizer, VectorQuantizer
+from mgt.tokenizers.vqgan import make_config, reconstruction_losses
 from mgt.tokenizers.vqgan3d_layers import Decoder3D, Encoder3D, check_video_shape
 from mgt.tokens import TokenSpec, check_token_values
 
@@ -120,7 +121,7 @@ class VQGAN3D(nnx.Module):
 
     def __init__(self, config: VQGAN3DConfig | Mapping[str, Any] | None = None, *,
                  rngs: nnx.Rngs | None = None, **overrides):
-        config = _make_config(config, overrides)
+        config = make_config(VQGAN3DConfig, config, overrides, "VQGAN3D")
         rngs = rngs if rngs is not None else nnx.Rngs(0)
         self.config = config
         self.downsample_factor, self.temporal_factor = config.downsample_factor, config.temporal_factor
@@ -177,14 +178,7 @@ class VQGAN3D(nnx.Module):
 
     def training_losses(self, x, *, rng=None):
         """Training-mode forward pass → `(reconstruction, losses, metrics)` as the 2D VQGAN's."""
-        recon, q = self(x, train=True, rng=rng)
-        err = recon - jnp.asarray(x, jnp.float32)
-        per = jnp.abs(err) if self.config.reconstruction_loss == "l1" else jnp.square(err)
-        losses = {"reconstruction": self.config.reconstruction_weight * jnp.mean(per)}
-        losses.update({f"quantizer/{k}": v for k, v in q.losses.items()})
-        metrics = {f"quantizer/{k}": v for k, v in q.metrics.items()}
-        metrics["mse"] = jnp.mean(jnp.square(err))
-        return recon, losses, metrics
+        return reconstruction_losses(self, x, rng=rng)
 
     @staticmethod
     def training_objective(train_config, input_shape, seed: int):
@@ -218,18 +212,3 @@ def _make_quantizer(config: VQGAN3DConfig, rngs: nnx.Rngs):
     except TypeError as e:
         raise ValueError(f"VQGAN3DConfig.quantizer_options {options} do not fit quantizer "
                          f"{config.quantizer!r}: {e}") from None
-
-
-def _make_config(config, overrides) -> VQGAN3DConfig:
-    if config is None:
-        config = VQGAN3DConfig()
-    elif isinstance(config, Mapping):
-        overrides = {**dict(config), **overrides}
-        config = VQGAN3DConfig()
-    elif not isinstance(config, VQGAN3DConfig):
-        raise ValueError(f"config must be a VQGAN3DConfig, a mapping or None, got {type(config).__name__}")
-    fields = {f.name for f in dataclasses.fields(VQGAN3DConfig)}
-    unknown = sorted(set(overrides) - fields)
-    if unknown:
-        raise ValueError(f"unknown VQGAN3D option(s) {unknown}; expected some of {sorted(fields)}")
-    return dataclasses.replace(config, **overrides)
