@@ -102,3 +102,26 @@ class BufferedSampleWriter:
 
     def abort(self) -> None:
         self.outputs.clear()
+
+
+class LabelledUint8Npz:
+    """Outputs float32 in [0, 1] → uint8 rows of a streamed `.npz` under `key` (e.g. "images",
+    "videos"), with int32 `labels` (0 where a batch has none): the `.npz` layout of every task's
+    `mgt sample --out *.npz`."""
+
+    def __init__(self, path: str, total: int, key: str, example_shape: tuple[int, ...]):
+        self.key = key
+        self._npz = NpzStreamWriter(path, total, {key: example_shape, "labels": ()},
+                                    {key: np.uint8, "labels": np.int32})
+
+    def add(self, outputs, condition) -> None:
+        rows = np.round(np.clip(np.asarray(outputs, np.float32), 0.0, 1.0) * 255.0).astype(np.uint8)
+        labels = (np.zeros(len(rows), np.int32) if condition is None or condition.labels is None
+                  else np.asarray(condition.labels, np.int32))
+        self._npz.add(**{self.key: rows, "labels": labels})
+
+    def close(self) -> None:
+        self._npz.close()
+
+    def abort(self) -> None:
+        self._npz.abort()

@@ -70,12 +70,10 @@ class TokenizerStage(Stage):
         for key in ("params", "ema", "disc_params"):
             if key not in state or (key == "disc_params" and not given[key]):
                 continue
-            pure = state[key].to_pure_dict()
-            target = {p: leaf.shape for p, leaf in inflation.flat_paths(pure).items()}
-            values = inflation.inflate_tree(given[key], target, mode=mode, causal=causal,
-                                            what=f"the tokenizer's {key}")
-            placed = {p: jax.device_put(values[p].astype(leaf.dtype), leaf.sharding)
-                      for p, leaf in inflation.flat_paths(pure).items()}
+            leaves = inflation.flat_paths(state[key].to_pure_dict())
+            values = inflation.inflate_tree(given[key], {p: leaf.shape for p, leaf in leaves.items()}, mode=mode,
+                                            causal=causal, what=f"the tokenizer's {key}")
+            placed = {p: jax.device_put(values[p].astype(leaf.dtype), leaf.sharding) for p, leaf in leaves.items()}
             nnx.replace_by_pure_dict(state[key], _nest_paths(placed))
         return state
 

@@ -115,7 +115,9 @@ class ImageTask(BaseTask):
         if not path.lower().endswith(".npz"):
             return super().sample_writer(path, total)
         self.check_output(path)
-        return _NpzImages(path, total, self.input_shape)
+        from mgt.modalities.writers import LabelledUint8Npz
+
+        return LabelledUint8Npz(path, total, "images", self.input_shape)
 
     def write_reconstructions(self, path: str, inputs, reconstructions) -> None:
         """Originals in the first row, reconstructions below."""
@@ -174,29 +176,6 @@ class ImageTask(BaseTask):
         from mgt.modalities.image.metrics import digit_class_accuracy
 
         return {"digit_class_accuracy": digit_class_accuracy(outputs, condition.labels)}
-
-
-class _NpzImages:
-    """Images float32 in [0, 1] → uint8 rows of a streamed `.npz` (`images`, `labels`)."""
-
-    def __init__(self, path: str, total: int, input_shape: tuple[int, ...]):
-        from mgt.modalities.writers import NpzStreamWriter
-
-        ensure_parent(path)
-        self._npz = NpzStreamWriter(path, total, {"images": input_shape, "labels": ()},
-                                    {"images": np.uint8, "labels": np.int32})
-
-    def add(self, outputs, condition) -> None:
-        images = np.round(np.clip(np.asarray(outputs, np.float32), 0.0, 1.0) * 255.0).astype(np.uint8)
-        labels = (np.zeros(len(images), np.int32) if condition is None or condition.labels is None
-                  else np.asarray(condition.labels, np.int32))
-        self._npz.add(images=images, labels=labels)
-
-    def close(self) -> None:
-        self._npz.close()
-
-    def abort(self) -> None:
-        self._npz.abort()
 
 
 def _class_columns(labels) -> int | None:

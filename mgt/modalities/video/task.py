@@ -9,6 +9,7 @@ or an `.npz` of uint8 `videos` `[N, T, H, W, C]` and int32 `labels` `[N]`.
 from __future__ import annotations
 
 import dataclasses
+import os
 
 import numpy as np
 
@@ -120,8 +121,6 @@ class VideoTask(BaseTask):
         """Every clip of an `.npz` (`videos` uint8 `[N, T, H, W, C]`, C = 1 or 3) or one video file →
         float32 `[N, T, S, S, C]` in the model's channels. Clips must have the model's T, H and W; a
         video file gives its first T frames, resized and centre-cropped. ValueError names `argument`."""
-        import os
-
         if not os.path.isfile(path):
             raise ValueError(f"{argument} {path!r}: no such file")
         t, s, c = self.num_frames, self.image_size, self.channels
@@ -184,11 +183,9 @@ class VideoTask(BaseTask):
         if not path.lower().endswith(".npz"):
             return super().sample_writer(path, total)
         self.check_output(path)
-        from mgt.modalities.writers import NpzStreamWriter
+        from mgt.modalities.writers import LabelledUint8Npz
 
-        ensure_parent(path)
-        return _NpzClips(NpzStreamWriter(path, total, {"videos": self.input_shape, "labels": ()},
-                                         {"videos": np.uint8, "labels": np.int32}))
+        return LabelledUint8Npz(path, total, "videos", self.input_shape)
 
     def write_reconstructions(self, path: str, inputs, reconstructions) -> None:
         """A filmstrip PNG: each input clip's row above its reconstruction's."""
@@ -196,25 +193,3 @@ class VideoTask(BaseTask):
         y = np.clip(np.asarray(reconstructions, np.float32), 0, 1)
         pairs = np.stack([x, y], 1).reshape((-1,) + x.shape[1:])
         self.write_samples(path if path.lower().endswith(".png") else path.rsplit(".", 1)[0] + ".png", pairs)
-
-    # ---- metrics --------------------------------------------------------------------------------
-    def reconstruction_metrics(self, inputs, reconstructions) -> dict[str, float]:
-        """Mean squared error and PSNR over every frame (inputs in [0, 1])."""
-        return super().reconstruction_metrics(inputs, reconstructions)
-
-
-class _NpzClips:
-    def __init__(self, npz):
-        self._npz = npz
-
-    def add(self, outputs, condition) -> None:
-        videos = np.round(np.clip(np.asarray(outputs, np.float32), 0.0, 1.0) * 255.0).astype(np.uint8)
-        labels = (np.zeros(len(videos), np.int32) if condition is None or condition.labels is None
-                  else np.asarray(condition.labels, np.int32))
-        self._npz.add(videos=videos, labels=labels)
-
-    def close(self) -> None:
-        self._npz.close()
-
-    def abort(self) -> None:
-        self._npz.abort()
