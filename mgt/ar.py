@@ -69,6 +69,9 @@ class ARTransformer(MaskedTransformer):
         if config.num_levels != 1:
             raise ValueError(f"ARTransformer supports num_levels=1 only (one code per cell), got "
                              f"num_levels={config.num_levels}; multi-level autoregression is not implemented")
+        if config.tasks:
+            raise ValueError(f"ARTransformer serves one task; got tasks={config.tasks} (COMMIT multi-task "
+                             "conditioning is for masked models)")
         super().__init__(config, rngs=rngs)
 
     # ------------------------------------------------------------------------------------------

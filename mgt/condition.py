@@ -8,6 +8,8 @@ and the CLI.
     drop          bool [B]          use the model's learned null condition for these examples
                                     (condition dropout in training, the unconditional half of
                                     classifier-free guidance)
+    tasks         int32 [B]         task indices into `TransformerConfig.tasks` (multi-task COMMIT
+                                    models; default: the "generation" task when the model has one)
 
 Fields that are None are absent. A model takes what `TransformerConfig.condition_input` names:
 `Condition.for_model(config)` keeps exactly that and says clearly when it is missing. A pytree
@@ -22,7 +24,9 @@ import numpy as np
 from flax import struct
 
 # batch keys of the condition fields: token caches and data pipelines carry them under these names
-BATCH_KEYS = {"labels": "label", "context": "context", "context_mask": "context_mask"}
+BATCH_KEYS = {"labels": "label", "context": "context", "context_mask": "context_mask", "tasks": "task"}
+# the task name of plain (class-conditional or unconditional) generation in a multi-task model
+GENERATION_TASK = "generation"
 
 
 @struct.dataclass
@@ -33,6 +37,7 @@ class Condition:
     context: Any = None
     context_mask: Any = None
     drop: Any = None
+    tasks: Any = None
 
     # ---- construction -----------------------------------------------------------------------------
     @classmethod
@@ -46,36 +51,56 @@ class Condition:
 
     @property
     def is_empty(self) -> bool:
-        return self.labels is None and self.context is None
+        return self.labels is None and self.context is None and self.tasks is None
 
     @property
     def batch_size(self) -> int | None:
-        for x in (self.labels, self.context):
+        for x in (self.labels, self.context, self.tasks):
             if x is not None:
                 return int(np.shape(x)[0])
         return None
 
     # ---- what a model takes -------------------------------------------------------------------------
     def for_model(self, model_config) -> "Condition":
-        """Only the fields the model takes (`model_config.condition_input`); raises ValueError naming
-        what is missing."""
+        """Only the fields the model takes (`model_config.condition_input`, and task indices for a
+        multi-task model); raises ValueError naming what is missing."""
         kind = model_config.condition_input
+        tasks = self._tasks_for(model_config)
         if kind == "labels":
             if self.labels is None:
                 raise ValueError(f"the model is class-conditional (conditioning={model_config.conditioning!r}) "
                                  "but the condition has no labels (int32 [B])")
-            return Condition(labels=self.labels, drop=self.drop)
+            return Condition(labels=self.labels, drop=self.drop, tasks=tasks)
         if kind == "context":
             if self.context is None:
                 raise ValueError("the model uses cross-attention but the condition has no context "
                                  f"(float [B, S, {model_config.context_dim}])")
-            return Condition(context=self.context, context_mask=self.context_mask, drop=self.drop)
-        return Condition()
+            return Condition(context=self.context, context_mask=self.context_mask, drop=self.drop, tasks=tasks)
+        return Condition(tasks=tasks)
+
+    def _tasks_for(self, model_config):
+        """The task indices a model takes: None for single-task models, else the given ones (None when
+        not given yet — the training step draws them; sampling fills in `with_default_task`)."""
+        return self.tasks if getattr(model_config, "tasks", ()) else None
+
+    def with_default_task(self, model_config, batch_size: int) -> "Condition":
+        """For a multi-task model without given tasks: every example on the "generation" task
+        (ValueError when the model has none). Otherwise unchanged."""
+        names = getattr(model_config, "tasks", ())
+        if not names or self.tasks is not None:
+            return self
+        if GENERATION_TASK not in names:
+            raise ValueError(f"the model serves the tasks {list(names)}, not plain {GENERATION_TASK!r}: "
+                             "give the tasks (int32 [B]) and their condition tokens")
+        return self.replace(tasks=np.full((int(batch_size),), names.index(GENERATION_TASK), np.int32))
 
     def model_kwargs(self) -> dict:
         """Keyword arguments of `MaskedTransformer.__call__`."""
-        return dict(labels=self.labels, context=self.context, context_mask=self.context_mask,
-                    drop_condition=self.drop)
+        kwargs = dict(labels=self.labels, context=self.context, context_mask=self.context_mask,
+                      drop_condition=self.drop)
+        if self.tasks is not None:
+            kwargs["tasks"] = self.tasks
+        return kwargs
 
     def with_drop(self, drop) -> "Condition":
         return self.replace(drop=drop)
@@ -85,9 +110,11 @@ class Condition:
         import jax.numpy as jnp
 
         tile = lambda x: None if x is None else jnp.concatenate([x] * reps, 0)
-        return Condition(tile(self.labels), tile(self.context), tile(self.context_mask), tile(self.drop))
+        return Condition(tile(self.labels), tile(self.context), tile(self.context_mask), tile(self.drop),
+                         tile(self.tasks))
 
     def take(self, index) -> "Condition":
         """Examples `index` (a slice or integer array) of every present field (host or device arrays)."""
         pick = lambda x: None if x is None else x[index]
-        return Condition(pick(self.labels), pick(self.context), pick(self.context_mask), pick(self.drop))
+        return Condition(pick(self.labels), pick(self.context), pick(self.context_mask), pick(self.drop),
+                         pick(self.tasks))

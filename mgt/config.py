@@ -89,8 +89,11 @@ def base_config() -> config_dict.ConfigDict:
     c.transformer_train.grad_accum = 1
     c.transformer_train.label_smoothing = 0.1
     c.transformer_train.mask_schedule = "cosine"
-    c.transformer_train.mask_structure = "random"
-    c.transformer_train.loss_on = "masked"  # or "all"
+    c.transformer_train.mask_structure = "random"  # see mgt.masking.STRUCTURES
+    c.transformer_train.mask_block = 2  # block side (cells) of mask_structure="blocks"
+    # "masked": loss on the corrupted tokens (with conditional tasks: MAGVIT's mask+refine);
+    # "all": on every token (MAGVIT's mask+refine+recons)
+    c.transformer_train.loss_on = "masked"
     c.transformer_train.condition_dropout = 0.0
     c.transformer_train.ema_decay = 0.999
 

@@ -14,6 +14,14 @@ where tokens are to be generated) and fills them in `num_steps` steps. At step s
 These are the official MaskGIT semantics (google-research/maskgit, parallel_decode.py), except that
 the re-masked set is chosen by rank, so the masked count is exact even when confidences tie.
 
+Condition tokens (MAGVIT's COMMIT decoding): with `condition_tokens` (int32 shaped like `tokens`,
+`mask_id` where there is no condition), a masked position that has a condition token is shown to the
+model as that token, with segment id 1 (`logits_fn(shown, segment_ids=...)`), at every step until it
+is committed: the condition is re-applied at each step, so a position re-masked by the schedule shows
+its condition token again rather than `[MASK]`. Such positions are generated like any other masked
+position (the given region comes back refined, as in MAGVIT). Guidance's unconditional half sees
+plain `[MASK]` tokens and segment 0 there.
+
 The loop is one `lax.scan` with fixed shapes. Every random draw of example b comes from its own key
 (`rng` may be a batch of B keys), so an example's output depends only on its key and its input.
 `decode` validates its arguments and jit-compiles the loop (cached per logits_fn and options);
@@ -85,6 +93,7 @@ def decode(
     guidance_schedule: str = "constant",
     start_step: int = 0,
     stages: Sequence[tuple[int | Sequence[int], int]] | None = None,
+    condition_tokens=None,
 ):
     """Generate the masked tokens of `tokens` by MaskGIT iterative decoding.
 
@@ -118,26 +127,31 @@ def decode(
         `[(0, 16), (1, 1), (2, 1)]` or `[(0, 16), ((1, 2, 3), 1)]`: each stage decodes the masked
         positions of its levels in its own number of steps, in order; levels of later stages stay
         masked meanwhile (SoundStorm / VampNet).
+      condition_tokens: optional int32, shaped like `tokens`: condition tokens shown in place of
+        `[MASK]` at still-masked positions (`mask_id`: none), see the module docstring. `logits_fn`
+        is then called with a keyword `segment_ids` (int32 shaped like `tokens`, 1 where shown).
     Returns:
       int32 tokens shaped like `tokens` with nothing masked, or `(tokens, history)`.
     Raises:
       ValueError: for ids outside [0, V) other than `mask_id`, `num_steps < 1`, an unknown schedule,
         order or confidence, a batch of keys of the wrong length, bad stages — before compiling.
     """
-    tokens, keys, opts = prepare(
+    tokens, keys, opts, condition_tokens = prepare(
         logits_fn, tokens, rng, mask_id=mask_id, num_steps=num_steps, schedule=schedule,
         choice_temperature=choice_temperature, temperature=temperature, return_history=return_history,
         temperature_final=temperature_final, top_k=top_k, top_p=top_p, confidence=confidence, order=order,
-        guidance_scale=guidance_scale, guidance_schedule=guidance_schedule, start_step=start_step, stages=stages)
+        guidance_scale=guidance_scale, guidance_schedule=guidance_schedule, start_step=start_step, stages=stages,
+        condition_tokens=condition_tokens)
     if jax.tree.leaves(logits_fn) != [logits_fn]:
         # a pytree callable (e.g. mgt.sampling.ModelLogits): its arrays are arguments, not constants
-        return _decode_jit_pytree(logits_fn, tokens, keys, opts)
-    return _decode_jit(logits_fn, tokens, keys, opts)
+        return _decode_jit_pytree(logits_fn, tokens, keys, opts, condition_tokens)
+    return _decode_jit(logits_fn, tokens, keys, opts, condition_tokens)
 
 
-def prepare(logits_fn, tokens, rng, *, mask_id: int, stages=None, **options):
+def prepare(logits_fn, tokens, rng, *, mask_id: int, stages=None, condition_tokens=None, **options):
     """Check the arguments of `decode` on the host (nothing is compiled) and return those of
-    `decode_loop`: `(tokens int32 [B, ...], keys [B], DecodeOptions)`. `options` are `decode`'s."""
+    `decode_loop`: `(tokens int32 [B, ...], keys [B], DecodeOptions, condition_tokens int32 [B, ...] or
+    None)`. `options` are `decode`'s."""
     floats = ("choice_temperature", "temperature", "guidance_scale")
     options = {k: float(v) if k in floats else v for k, v in options.items()}
     if options.get("temperature_final") is not None:
@@ -148,17 +162,24 @@ def prepare(logits_fn, tokens, rng, *, mask_id: int, stages=None, **options):
     keys = example_keys(rng, tokens.shape[0])
     vocab = _vocab_size(logits_fn, tokens, opts)
     check_token_values(tokens, vocab, opts.mask_id, "tokens")
-    return jnp.asarray(tokens, jnp.int32), keys, opts
+    if condition_tokens is not None:
+        _check_tokens_array(condition_tokens)
+        if tuple(np.shape(condition_tokens)) != tuple(np.shape(tokens)):
+            raise ValueError(f"condition_tokens has shape {tuple(np.shape(condition_tokens))}; expected the shape "
+                             f"of tokens {tuple(np.shape(tokens))}")
+        check_token_values(condition_tokens, vocab, opts.mask_id, "condition_tokens")
+        condition_tokens = jnp.asarray(condition_tokens, jnp.int32)
+    return jnp.asarray(tokens, jnp.int32), keys, opts, condition_tokens
 
 
 @functools.partial(jax.jit, static_argnums=(0, 3))
-def _decode_jit(logits_fn, tokens, keys, opts):
-    return decode_loop(logits_fn, tokens, keys, opts)
+def _decode_jit(logits_fn, tokens, keys, opts, condition_tokens=None):
+    return decode_loop(logits_fn, tokens, keys, opts, condition_tokens)
 
 
 @functools.partial(jax.jit, static_argnums=(3,))
-def _decode_jit_pytree(logits_fn, tokens, keys, opts):
-    return decode_loop(logits_fn, tokens, keys, opts)
+def _decode_jit_pytree(logits_fn, tokens, keys, opts, condition_tokens=None):
+    return decode_loop(logits_fn, tokens, keys, opts, condition_tokens)
 
 
 def example_keys(rng, batch_size: int):
@@ -178,10 +199,11 @@ def example_keys(rng, batch_size: int):
     raise ValueError(f"rng must be one PRNG key or a batch of {batch_size} keys, got shape {rng.shape}")
 
 
-def decode_loop(logits_fn, tokens, keys, opts: DecodeOptions):
+def decode_loop(logits_fn, tokens, keys, opts: DecodeOptions, condition_tokens=None):
     """The decoding loop, traceable inside a caller's jit. No validation: see `decode`.
 
-    tokens int32 `[B, ...]`, keys `[B]` PRNG keys. Returns tokens, or `(tokens, history)`.
+    tokens int32 `[B, ...]`, keys `[B]` PRNG keys, condition_tokens int32 `[B, ...]` or None.
+    Returns tokens, or `(tokens, history)`.
     A `logits_fn` with a `for_decoding()` method is replaced by what it returns, once, before the
     steps: the place to lay weights out for the loop (e.g. `ModelLogits` unstacks per-layer weights).
     """
@@ -190,6 +212,7 @@ def decode_loop(logits_fn, tokens, keys, opts: DecodeOptions):
     shape = tokens.shape
     b = shape[0]
     flat = tokens.reshape(b, -1)
+    cond_flat = None if condition_tokens is None else condition_tokens.reshape(b, -1)
     n = flat.shape[1]
     if opts.stages is None:
         plan = [(None, opts.num_steps, opts.start_step)]
@@ -208,7 +231,8 @@ def decode_loop(logits_fn, tokens, keys, opts: DecodeOptions):
         else:
             active = jnp.isin(level_of_position, jnp.asarray(levels))
         stage_keys = jax.vmap(lambda k: jax.random.fold_in(k, stage_index))(keys)
-        flat, history = _decode_stage(logits_fn, flat, stage_keys, active, steps, start, shape, priority, opts)
+        flat, history = _decode_stage(logits_fn, flat, stage_keys, active, steps, start, shape, priority, opts,
+                                      cond_flat)
         if opts.return_history:
             histories.append(history)
     out = flat.reshape(shape)
@@ -221,7 +245,7 @@ def decode_loop(logits_fn, tokens, keys, opts: DecodeOptions):
 # --------------------------------------------------------------------------------------------
 # One stage: a scan over steps
 # --------------------------------------------------------------------------------------------
-def _decode_stage(logits_fn, flat, keys, active, num_steps, start_step, shape, priority, opts):
+def _decode_stage(logits_fn, flat, keys, active, num_steps, start_step, shape, priority, opts, cond_flat=None):
     b, n = flat.shape
     mask_id = opts.mask_id
     initial = flat
@@ -229,7 +253,8 @@ def _decode_stage(logits_fn, flat, keys, active, num_steps, start_step, shape, p
     n0 = candidates0.sum(-1)  # [B] masked positions this stage generates
 
     def step_fn(cur, step):
-        logits = _logits(logits_fn, cur.reshape(shape), step, num_steps, opts).reshape(b, n, -1)
+        cond = None if cond_flat is None else cond_flat.reshape(shape)
+        logits = _logits(logits_fn, cur.reshape(shape), step, num_steps, opts, cond).reshape(b, n, -1)
         nxt = sample_and_remask(cur, logits.astype(jnp.float32), step)
         return nxt, (nxt if opts.return_history else None)
 
@@ -277,28 +302,48 @@ def _decode_stage(logits_fn, flat, keys, active, num_steps, start_step, shape, p
     return final, history
 
 
-def _logits(logits_fn, tokens, step, num_steps, opts):
+def show_condition(tokens, condition_tokens, mask_id: int):
+    """What the model sees at a decoding step: masked positions that have a condition token show it.
+
+    tokens, condition_tokens int32 `[B, ...]` (`mask_id`: masked / no condition) → `(shown int32 [B, ...],
+    segment_ids int32 [B, ...])`, segment 1 where a condition token is shown.
+    """
+    show = (tokens == mask_id) & (condition_tokens != mask_id)
+    return jnp.where(show, condition_tokens, tokens), show.astype(jnp.int32)
+
+
+def _logits(logits_fn, tokens, step, num_steps, opts, condition_tokens=None):
     if opts.guidance_scale == 0.0:
-        return logits_fn(tokens)
+        if condition_tokens is None:
+            return logits_fn(tokens)
+        shown, segments = show_condition(tokens, condition_tokens, opts.mask_id)
+        return logits_fn(shown, segment_ids=segments)
     progress = (step + 1.0) / num_steps
     w = opts.guidance_scale
     if opts.guidance_schedule == "linear":
         w = w * progress
     elif opts.guidance_schedule == "cosine":
         w = w * (1.0 - jnp.cos(math.pi * progress)) / 2.0
-    return guided_logits(logits_fn, tokens, w)
+    return guided_logits(logits_fn, tokens, w, condition_tokens=condition_tokens, mask_id=opts.mask_id)
 
 
-def guided_logits(logits_fn, tokens, scale):
+def guided_logits(logits_fn, tokens, scale, *, condition_tokens=None, mask_id=None):
     """Classifier-free guidance in one batched forward: l_c + scale · (l_c − l_u).
 
     `logits_fn(tokens2B, drop_condition [2B])` runs the conditional (first half) and unconditional
-    (second half) passes together. Returns float32 `[B, ..., V]`; scale 0 gives the conditional logits.
+    (second half) passes together; with `condition_tokens` the conditional half shows them (see
+    `show_condition`, `segment_ids=` keyword) and the unconditional half does not. Returns float32
+    `[B, ..., V]`; scale 0 gives the conditional logits.
     """
     b = tokens.shape[0]
-    both = jnp.concatenate([tokens, tokens], 0)
     drop = jnp.concatenate([jnp.zeros((b,), bool), jnp.ones((b,), bool)])
-    out = logits_fn(both, drop).astype(jnp.float32)
+    if condition_tokens is None:
+        out = logits_fn(jnp.concatenate([tokens, tokens], 0), drop)
+    else:
+        shown, segments = show_condition(tokens, condition_tokens, mask_id)
+        out = logits_fn(jnp.concatenate([shown, tokens], 0), drop,
+                        segment_ids=jnp.concatenate([segments, jnp.zeros_like(segments)], 0))
+    out = out.astype(jnp.float32)
     cond, uncond = out[:b], out[b:]
     return cond + scale * (cond - uncond)
 

@@ -9,6 +9,13 @@ schedule of `mgt.schedules`) and which ones (the structure):
     "suffix"    the last cells along an axis — continuation, frame prediction
     "levelwise" residual levels: levels below a random level q visible, level q masked at γ(r)·N
                 cells, levels above q fully masked — SoundStorm
+    "blocks"    random blocks of `block` cells per axis (the same score over a block) — MAGVIT's 3D
+                block masks
+    "frame_ordered"  the last slices along axis 0 first, random within the slice where the count ends
+                — MAGVIT's frame-by-frame masks
+
+COMMIT (MAGVIT's multi-task masked modelling): `commit_inputs` shows a task's condition tokens instead
+of the mask id at masked cells inside the task's condition region, with segment id 1.
 
 Masks are bool `[B, *grid]` over cells, or `[B, *grid, K]` for multi-level tokens (a cell mask is
 broadcast over the levels, except for "levelwise"). All functions are jittable with static shapes.
@@ -27,7 +34,7 @@ from mgt.profiling import scoped
 from mgt.schedules import check_schedule, mask_ratio
 from mgt.tokens import TokenSpec
 
-STRUCTURES = ("random", "box", "prefix", "suffix", "levelwise")
+STRUCTURES = ("random", "box", "prefix", "suffix", "levelwise", "blocks", "frame_ordered")
 
 
 def sample_mask_counts(rng, batch_size: int, num_cells: int, *, schedule="cosine", min_ratio=0.0):
@@ -90,6 +97,61 @@ def span_mask(lengths, grid: Sequence[int], *, axis: int = 0, where: str = "suff
     return jnp.broadcast_to(sel, (b,) + grid)
 
 
+def _lowest(scores, counts):
+    """bool `[B, *grid]`: the `counts[b]` lowest scores of each example (exact count, ties by rank)."""
+    b = scores.shape[0]
+    flat = scores.reshape(b, -1)
+    ranks = jnp.argsort(jnp.argsort(flat, axis=-1, stable=True), axis=-1, stable=True)
+    return (ranks < counts[:, None]).reshape(scores.shape)
+
+
+def block_mask(rng, counts, grid: Sequence[int], block: Sequence[int] | int = 2):
+    """bool `[B, *grid]` with exactly `counts[b]` cells masked in random blocks of `block` cells per
+    axis: one uniform score per block of a randomly offset block lattice, cells ranked by score (a
+    small per-cell jitter breaks ties, so the block where the count ends is partly masked)."""
+    grid = tuple(grid)
+    block = (int(block),) * len(grid) if isinstance(block, int) else tuple(int(x) for x in block)
+    if len(block) != len(grid) or min(block) < 1:
+        raise ValueError(f"block={block}: expected one positive size per grid axis of {grid}")
+    b = counts.shape[0]
+    k_score, k_offset, k_jitter = jax.random.split(rng, 3)
+    coarse = tuple(-(-g // s) + 1 for g, s in zip(grid, block))
+    score = jax.random.uniform(k_score, (b,) + coarse)
+    for axis, s in enumerate(block):
+        score = jnp.repeat(score, s, axis=axis + 1)
+    offsets = jax.random.randint(k_offset, (b, len(grid)), 0, jnp.asarray(block))
+    score = jax.vmap(lambda sc, off: jax.lax.dynamic_slice(sc, tuple(off), grid))(score, offsets)
+    score = score + 1e-3 * jax.random.uniform(k_jitter, score.shape)
+    return _lowest(score, counts)
+
+
+def frame_ordered_mask(rng, counts, grid: Sequence[int]):
+    """bool `[B, *grid]` with exactly `counts[b]` cells masked, the last slices along axis 0 first
+    (random cells within the slice where the count ends): frame prediction's order."""
+    grid = tuple(grid)
+    b = counts.shape[0]
+    index = jnp.arange(grid[0]).reshape((1, grid[0]) + (1,) * (len(grid) - 1))
+    score = jax.random.uniform(rng, (b,) + grid) - index
+    return _lowest(score, counts)
+
+
+def commit_inputs(tokens, mask, condition_tokens, region, mask_id: int):
+    """MAGVIT's COMMIT corruption ("cond->input"): masked cells inside the condition region show the
+    condition token, other masked cells the mask id, unmasked cells their own token.
+
+    Args:
+      tokens: int32 `[B, *grid(, K)]` targets. mask: bool, same shape (True: corrupted).
+      condition_tokens: int32, same shape — the tokens of the task's condition input.
+      region: bool `[B, *grid]` or same shape as tokens — the task's condition region.
+    Returns:
+      `(inputs int32, segment_ids int32)` shaped like `tokens`; segment 1 where a condition token is shown.
+    """
+    region = jnp.broadcast_to(region.reshape(region.shape + (1,) * (tokens.ndim - region.ndim)), tokens.shape)
+    shown = mask & region
+    inputs = jnp.where(mask, jnp.where(region, condition_tokens, jnp.int32(mask_id)), tokens)
+    return inputs.astype(jnp.int32), shown.astype(jnp.int32)
+
+
 def levelwise_mask(rng, counts, grid: Sequence[int], num_levels: int):
     """SoundStorm masking. Returns `(mask, loss_mask)`, both bool `[B, *grid, K]`.
 
@@ -108,8 +170,8 @@ def levelwise_mask(rng, counts, grid: Sequence[int], num_levels: int):
 
 @scoped("masking")
 def make_training_mask(rng, spec: TokenSpec, batch_size: int, *, structure="random", schedule="cosine",
-                       min_ratio=0.0, axis=0):
-    """Sample a training mask for a batch on `spec`'s grid.
+                       min_ratio=0.0, axis=0, block: Sequence[int] | int = 2):
+    """Sample a training mask for a batch on `spec`'s grid (`block`: the block size of "blocks").
 
     Returns `(mask, loss_mask)`: bool `[B, *grid]` (K == 1) or `[B, *grid, K]`. `mask` marks the
     tokens replaced by the mask id; `loss_mask` those the loss is taken on (equal to `mask` except
@@ -126,7 +188,12 @@ def make_training_mask(rng, spec: TokenSpec, batch_size: int, *, structure="rand
         counts = sample_mask_counts(k_count, batch_size, spec.num_cells, schedule=schedule, min_ratio=min_ratio)
         if structure == "levelwise":
             return levelwise_mask(k_where, counts, spec.grid, spec.num_levels)
-        cells = (random_mask if structure == "random" else box_mask)(k_where, counts, spec.grid)
+        if structure == "blocks":
+            cells = block_mask(k_where, counts, spec.grid, block)
+        elif structure == "frame_ordered":
+            cells = frame_ordered_mask(k_where, counts, spec.grid)
+        else:
+            cells = (random_mask if structure == "random" else box_mask)(k_where, counts, spec.grid)
     if spec.num_levels > 1:
         cells = jnp.broadcast_to(cells[..., None], cells.shape + (spec.num_levels,))
     return cells, cells

@@ -45,7 +45,8 @@ class GenerationPipeline:
           context / context_mask: float `[B, S, C]` / bool `[B, S]` for cross-attention models.
           condition: a `mgt.Condition` instead of labels / context / context_mask.
           tokens: optional starting grid int32 `[B, *grid(, K)]` (mask id where to generate).
-          **decode_kwargs: options of `mgt.decoding.decode` (num_steps, guidance_scale, ...).
+          **decode_kwargs: options of `mgt.decoding.decode` (num_steps, guidance_scale,
+            condition_tokens for a multi-task model's conditional tasks, ...).
         Returns:
           the tokenizer's outputs (float32 `[B, *input_shape]`), or int32 tokens when
           `decode_outputs=False`.
@@ -69,17 +70,17 @@ class GenerationPipeline:
         """
         if not isinstance(self.tokenizer, nnx.Module):
             raise ValueError(f"compile needs a tokenizer that is an nnx.Module; got {type(self.tokenizer).__name__}")
-        fn, k_graph, k_state, tokens, keys, opts = self._jit_inputs(rng, labels, batch_size, tokens, context,
-                                                                    context_mask, condition, decode_kwargs)
-        compiled = _generate_jit.lower(fn, k_graph, k_state, tokens, keys, opts).compile()
-        return compiled, lambda: compiled(fn, k_state, tokens, keys)
+        fn, k_graph, k_state, tokens, keys, opts, cond = self._jit_inputs(rng, labels, batch_size, tokens, context,
+                                                                          context_mask, condition, decode_kwargs)
+        compiled = _generate_jit.lower(fn, k_graph, k_state, tokens, keys, opts, cond).compile()
+        return compiled, lambda: compiled(fn, k_state, tokens, keys, cond)
 
     def _jit_inputs(self, rng, labels, batch_size, tokens, context, context_mask, condition, decode_kwargs):
         """Host-checked arguments of `_generate_jit`."""
         fn, tokens = self._model_inputs(batch_size, labels, context, context_mask, condition, tokens, decode_kwargs)
-        tokens, keys, opts = prepare(fn, tokens, rng, mask_id=self.spec.mask_id, **decode_kwargs)
+        tokens, keys, opts, cond = prepare(fn, tokens, rng, mask_id=self.spec.mask_id, **decode_kwargs)
         k_graph, k_state = nnx.split(self.tokenizer)
-        return fn, k_graph, k_state, tokens, keys, opts
+        return fn, k_graph, k_state, tokens, keys, opts, cond
 
     def _model_inputs(self, batch_size, labels, context, context_mask, condition, tokens, decode_kwargs):
         fn, tokens = model_inputs(self.transformer, batch_size=batch_size, labels=labels, context=context,
@@ -89,7 +90,7 @@ class GenerationPipeline:
 
 
 @functools.partial(jax.jit, static_argnums=(1, 5))
-def _generate_jit(logits_fn, k_graph, k_state, tokens, keys, opts):
-    out = decode_loop(logits_fn, tokens, keys, opts)
+def _generate_jit(logits_fn, k_graph, k_state, tokens, keys, opts, condition_tokens=None):
+    out = decode_loop(logits_fn, tokens, keys, opts, condition_tokens)
     final = out[0] if opts.return_history else out
     return nnx.merge(k_graph, k_state, copy=True).decode(final)

@@ -37,7 +37,7 @@ class ModelLogits:
     # `LayerWeightsCache`, or by `for_decoding` inside the decoding loop
     layers: Any = None
 
-    def __call__(self, tokens, drop_condition=None):
+    def __call__(self, tokens, drop_condition=None, *, segment_ids=None):
         # Merge inside every call: NNX modules must not cross JAX trace levels, and the decoding
         # loop calls this from inside its own lax.scan.
         model = nnx.merge(self.graphdef, self.state, copy=True)
@@ -45,6 +45,8 @@ class ModelLogits:
         if drop_condition is not None and not cond.is_empty:
             cond = cond.tile(tokens.shape[0] // cond.batch_size)
         kwargs = cond.with_drop(drop_condition).model_kwargs()
+        if segment_ids is not None:
+            kwargs["segment_ids"] = segment_ids
         if self.layers is not None:
             kwargs["layers"] = self.layers
         return model(tokens, **kwargs)
@@ -110,9 +112,13 @@ def model_logits_fn(model, *, labels=None, context=None, context_mask=None, cond
     `context_mask`; only what the model takes is kept (`TransformerConfig.condition_input`)."""
     graphdef, state = nnx.split(model)
     cond = _condition(condition, labels, context, context_mask)
-    cond = cond.for_model(model.config) if model.config.condition_input != "none" else Condition()
-    if cond.labels is not None:
-        cond = cond.replace(labels=jnp.asarray(cond.labels, jnp.int32))
+    if model.config.condition_input != "none" or model.config.tasks:
+        cond = cond.for_model(model.config)
+    else:
+        cond = Condition()
+    for field in ("labels", "tasks"):
+        if getattr(cond, field) is not None:
+            cond = cond.replace(**{field: jnp.asarray(getattr(cond, field), jnp.int32)})
     return ModelLogits(graphdef, state, cond)
 
 
@@ -130,7 +136,8 @@ def model_inputs(model, *, batch_size=None, labels=None, context=None, context_m
         if batch_size is None:
             raise ValueError("sampling needs batch_size, labels, context or tokens to know the batch size")
         tokens = model.spec.masked(batch_size)
-    model.check_inputs(tokens, cond.labels, context=cond.context, context_mask=cond.context_mask)
+    cond = cond.with_default_task(model.config, np.shape(tokens)[0])
+    model.check_inputs(tokens, cond.labels, context=cond.context, context_mask=cond.context_mask, tasks=cond.tasks)
     if guidance_scale and not model.config.null_condition:
         raise ValueError("guidance_scale != 0 needs a model trained with a null condition (null_condition=True)")
     fn = model_logits_fn(model, condition=cond)

@@ -9,9 +9,10 @@ The model's input vocabulary follows the official MaskGIT layout, shared by ever
     [0, V)                      codes
     [V, V + C)                  class tokens (class c is id V + c), C = num_classes
     V + C                       the learned null class (only when `null_class=True`)
+    [task_offset, + M)          task tokens (MAGVIT's COMMIT: task m is id task_offset + m), M = num_tasks
     vocab_size - 1              the mask id
 
-so with V = 1024 and C = 1000 the mask id is 2024, exactly as in the official checkpoints.
+so with V = 1024, C = 1000 and no tasks the mask id is 2024, exactly as in the official checkpoints.
 """
 
 from __future__ import annotations
@@ -33,6 +34,7 @@ class TokenSpec:
       num_classes: C, class ids that live in the shared vocabulary after the codes (0: none).
       null_class: reserve one more id after the classes for the learned "no class" condition
         used by classifier-free guidance.
+      num_tasks: M, task ids after the classes (a multi-task model's task prefix token; 0: none).
     """
 
     grid: tuple[int, ...]
@@ -40,6 +42,7 @@ class TokenSpec:
     num_levels: int = 1
     num_classes: int = 0
     null_class: bool = False
+    num_tasks: int = 0
 
     def __post_init__(self):
         grid = tuple(int(g) for g in self.grid)
@@ -52,6 +55,8 @@ class TokenSpec:
             raise ValueError(f"TokenSpec.num_levels must be >= 1, got {self.num_levels}")
         if self.num_classes < 0:
             raise ValueError(f"TokenSpec.num_classes must be >= 0, got {self.num_classes}")
+        if self.num_tasks < 0:
+            raise ValueError(f"TokenSpec.num_tasks must be >= 0, got {self.num_tasks}")
 
     # ---- derived ids -------------------------------------------------------------------------
     @property
@@ -71,9 +76,14 @@ class TokenSpec:
         return self.codebook_size + self.num_classes
 
     @property
+    def task_offset(self) -> int:
+        """Id of task 0; task m is `task_offset + m`."""
+        return self.codebook_size + self.num_classes + int(self.null_class)
+
+    @property
     def vocab_size(self) -> int:
-        """Size of the input vocabulary: codes, classes, optional null class, mask."""
-        return self.codebook_size + self.num_classes + int(self.null_class) + 1
+        """Size of the input vocabulary: codes, classes, optional null class, tasks, mask."""
+        return self.task_offset + self.num_tasks + 1
 
     @property
     def mask_id(self) -> int:

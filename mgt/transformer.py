@@ -14,6 +14,11 @@ Conditioning (`TransformerConfig.conditioning`):
   "cross_attention"  an external embedding sequence `context [B, S, context_dim]` (text adapters).
 With `null_condition=True` a learned null condition lets classifier-free guidance drop the condition
 of chosen examples (`drop_condition` bool `[B]`), and training drops it at random.
+
+Multi-task models (MAGVIT's COMMIT, `TransformerConfig.tasks`): a task token (`tasks` int32 `[B]`, an
+index into `config.tasks`) is a prefix token of the shared vocabulary after the classes, and a segment
+embedding (`segment_ids` int32 `[B, *grid]`: 1 where a cell shows a condition token, 0 elsewhere) is
+added to every cell, so the model tells condition tokens from committed ones.
 """
 
 from __future__ import annotations
@@ -56,6 +61,8 @@ class TransformerConfig:
     conditioning: str = "none"
     null_condition: bool = False
     context_dim: int = 0
+    # names of the conditional tasks a multi-task (COMMIT) model serves; () for a single-task model
+    tasks: tuple[str, ...] = ()
     qk_norm: bool = False
     dropout_rate: float = 0.0
     attention_dropout_rate: float = 0.0
@@ -70,6 +77,9 @@ class TransformerConfig:
 
     def __post_init__(self):
         object.__setattr__(self, "grid", tuple(int(g) for g in self.grid))
+        object.__setattr__(self, "tasks", tuple(str(t) for t in self.tasks))
+        if len(set(self.tasks)) != len(self.tasks):
+            raise ValueError(f"tasks={self.tasks}: names must be unique")
         if self.norm_epsilon is None:
             object.__setattr__(self, "norm_epsilon", 1e-12 if self.block_style == "maskgit" else 1e-6)
         _check_choice("block_style", self.block_style, tuple(BLOCK_STYLES))
@@ -94,7 +104,7 @@ class TransformerConfig:
         in_vocab = self.conditioning == "class_token"
         return TokenSpec(self.grid, self.codebook_size, self.num_levels,
                          num_classes=self.num_classes if in_vocab else 0,
-                         null_class=in_vocab and self.null_condition)
+                         null_class=in_vocab and self.null_condition, num_tasks=len(self.tasks))
 
     @property
     def condition_input(self) -> str:
@@ -104,7 +114,19 @@ class TransformerConfig:
 
     @property
     def num_prefix(self) -> int:
-        return 1 if self.conditioning == "class_token" else 0
+        """Prefix tokens before the cells: the class token (class_token conditioning), then the task token."""
+        return int(self.conditioning == "class_token") + int(bool(self.tasks))
+
+    @property
+    def num_segments(self) -> int:
+        """Rows of the segment embedding: 2 (plain / condition token) for multi-task models, else 0."""
+        return 2 if self.tasks else 0
+
+    def task_id(self, name: str, argument: str = "task") -> int:
+        """The index of task `name` in `tasks` (ValueError naming `argument` and the trained tasks)."""
+        if name not in self.tasks:
+            raise ValueError(f"{argument} {name!r}: the model was trained for the tasks {list(self.tasks) or 'none'}")
+        return self.tasks.index(name)
 
     @property
     def seq_len(self) -> int:
@@ -164,6 +186,8 @@ class MaskedTransformer(nnx.Module):
             self.class_embeddings = make_param(rngs, TRUNC_NORMAL, (cfg.num_classes + 1, d), ("vocab", "embed"))
         if cfg.conditioning == "cross_attention":
             self.null_context = make_param(rngs, TRUNC_NORMAL, (1, cfg.context_dim), (None, "context"))
+        if cfg.num_segments:
+            self.segment_embeddings = make_param(rngs, TRUNC_NORMAL, (cfg.num_segments, d), (None, "embed"))
 
         block_cls = BLOCK_STYLES[cfg.block_style]
 
@@ -190,7 +214,7 @@ class MaskedTransformer(nnx.Module):
 
     @scoped("transformer")
     def __call__(self, tokens, *, labels=None, context=None, context_mask=None, drop_condition=None,
-                 deterministic: bool = True, dropout_rng=None, layers=None):
+                 tasks=None, segment_ids=None, deterministic: bool = True, dropout_rng=None, layers=None):
         """Logits over the codes of every cell.
 
         Args:
@@ -198,6 +222,9 @@ class MaskedTransformer(nnx.Module):
           labels: int32 `[B]` class ids in [0, num_classes) (class_token / adaln conditioning).
           context: float `[B, S, context_dim]` (cross_attention); context_mask: bool `[B, S]`.
           drop_condition: bool `[B]` — use the learned null condition for these examples.
+          tasks: int32 `[B]` task indices into `config.tasks` (multi-task models).
+          segment_ids: int32 `[B, *grid]` (or `[B, *grid, K]`, reduced by max over levels): 1 where a
+            cell shows a condition token (multi-task models; default all 0).
           deterministic: False enables dropout (needs `dropout_rng`).
           layers: the blocks' weights as `layer_states()` lays them out, to run the layers one after
             another over them instead of scanning the stacked blocks (decoding does; see there).
@@ -207,8 +234,11 @@ class MaskedTransformer(nnx.Module):
         cfg = self.config
         b = tokens.shape[0]
         seq = tokens.reshape((b, -1, cfg.num_levels))  # [B, N, K]
+        if segment_ids is not None:
+            segment_ids = segment_ids.reshape((b, seq.shape[1], -1)).max(-1)  # [B, N]
         logits = self.sequence_logits(seq, labels=labels, context=context, context_mask=context_mask,
-                                      drop_condition=drop_condition, deterministic=deterministic,
+                                      drop_condition=drop_condition, tasks=tasks, segment_ids=segment_ids,
+                                      deterministic=deterministic,
                                       dropout_rng=dropout_rng, layers=layers, codes_only=True)
         logits = logits[:, cfg.num_prefix:]  # [B, N, K, V]
         out_shape = tokens.shape + (cfg.codebook_size,)
@@ -216,11 +246,14 @@ class MaskedTransformer(nnx.Module):
 
     @scoped("transformer")
     def sequence_logits(self, seq, *, labels=None, context=None, context_mask=None, drop_condition=None,
-                        deterministic=True, dropout_rng=None, prefix_ids=None, layers=None, codes_only=False):
+                        tasks=None, segment_ids=None, deterministic=True, dropout_rng=None, prefix_ids=None,
+                        layers=None, codes_only=False):
         """The forward pass on the flattened sequence.
 
         seq: int32 `[B, N, K]` cell tokens. With class_token conditioning the class prefix is built
-        from `labels` (or given directly as `prefix_ids` int32 `[B]`, official layout).
+        from `labels` (or given directly as `prefix_ids` int32 `[B]`, official layout); multi-task
+        models add the task token of `tasks` int32 `[B]` and the segment embedding of `segment_ids`
+        int32 `[B, N]`.
         Returns float32 `[B, P + N, K, vocab]` where vocab is the full input vocabulary for the maskgit
         head (codes, classes, mask — as the official model) and V for the modern head; with
         `codes_only` the maskgit head scores the V codes only (what sampling reads: half the head's work).
@@ -228,7 +261,7 @@ class MaskedTransformer(nnx.Module):
         cfg = self.config
         dtype = cfg.compute_dtype
         x, cond_vec, context, context_mask = self._embed_sequence(seq, labels, context, context_mask, drop_condition,
-                                                                  prefix_ids)
+                                                                  prefix_ids, tasks, segment_ids)
         keys = jax.random.split(dropout_rng if dropout_rng is not None else jax.random.key(0), cfg.num_layers + 1)
         if cfg.block_style == "maskgit" and not deterministic:
             x = dropout(x, cfg.dropout_rate, keys[-1], deterministic)
@@ -237,19 +270,26 @@ class MaskedTransformer(nnx.Module):
         return self._head(x, cfg.codebook_size if codes_only else None).astype(jnp.float32)
 
     @scoped("embed")
-    def _embed_sequence(self, seq, labels, context, context_mask, drop_condition, prefix_ids):
-        """Token (+ class prefix) + position embeddings `[B, P + N, D]`, the adaLN condition vector
-        `[B, D]` (or None) and the (null-substituted) cross-attention context."""
+    def _embed_sequence(self, seq, labels, context, context_mask, drop_condition, prefix_ids, tasks=None,
+                        segment_ids=None):
+        """Token (+ segment) + prefix (class, task) + position embeddings `[B, P + N, D]`, the adaLN
+        condition vector `[B, D]` (or None) and the (null-substituted) cross-attention context."""
         cfg = self.config
         b, n, k = seq.shape
         table = self.word_embeddings[...]  # [K, vocab, D]
         x = sum(jnp.take(table[level], seq[:, :, level], axis=0) for level in range(k))  # [B, N, D]
+        if cfg.num_segments:
+            segment_ids = jnp.zeros((b, n), jnp.int32) if segment_ids is None else segment_ids.astype(jnp.int32)
+            x = x + jnp.take(self.segment_embeddings[...], segment_ids, axis=0).astype(x.dtype)
+        prefix = []  # [B] ids of the prefix tokens, in order
         cond_vec = None
         if cfg.conditioning == "class_token":
-            if prefix_ids is None:
-                prefix_ids = self._class_ids(b, labels, drop_condition)
-            x = jnp.concatenate([jnp.take(table[0], prefix_ids, axis=0)[:, None, :], x], axis=1)
-        elif cfg.conditioning == "adaln":
+            prefix.append(self._class_ids(b, labels, drop_condition) if prefix_ids is None else prefix_ids)
+        if cfg.tasks:
+            prefix.append(self._task_ids(b, tasks))
+        if prefix:
+            x = jnp.concatenate([jnp.take(table[0], jnp.stack(prefix, 1), axis=0), x], axis=1)
+        if cfg.conditioning == "adaln":
             ids = self._adaln_ids(b, labels, drop_condition)
             cond_vec = jnp.take(self.class_embeddings[...], ids, axis=0)  # [B, D]
         elif cfg.conditioning == "cross_attention":
@@ -346,6 +386,12 @@ class MaskedTransformer(nnx.Module):
             ids = jnp.where(drop_condition, spec.null_class_id, ids)
         return ids
 
+    def _task_ids(self, b, tasks):
+        if tasks is None:
+            raise ValueError(f"this model serves the tasks {list(self.config.tasks)}: pass tasks int32 [B] "
+                             "(indices into config.tasks)")
+        return self.config.spec.task_offset + jnp.asarray(tasks, jnp.int32).reshape(b)
+
     def _adaln_ids(self, b, labels, drop_condition):
         cfg = self.config
         if labels is None:
@@ -378,16 +424,26 @@ class MaskedTransformer(nnx.Module):
         return context, context_mask
 
     # ------------------------------------------------------------------------------------------
-    def check_inputs(self, tokens=None, labels=None, *, context=None, context_mask=None, batch_size: int | None = None,
-                     allow_mask: bool = True):
-        """Validate concrete tokens and the condition (labels, or context and its mask) on the host before
-        compiling; raises ValueError naming the argument. `batch_size` checks the condition when no
-        tokens are given."""
+    def check_inputs(self, tokens=None, labels=None, *, context=None, context_mask=None, tasks=None,
+                     batch_size: int | None = None, allow_mask: bool = True):
+        """Validate concrete tokens and the condition (labels, or context and its mask; task indices
+        of a multi-task model) on the host before compiling; raises ValueError naming the argument.
+        `batch_size` checks the condition when no tokens are given."""
         import numpy as np
 
         if tokens is not None:
             self.spec.check_tokens(tokens, "tokens", allow_mask=allow_mask)
             batch_size = np.shape(tokens)[0]
+        if self.config.tasks:
+            m = len(self.config.tasks)
+            if tasks is None:
+                raise ValueError(f"tasks are required: the model serves the tasks {list(self.config.tasks)}; "
+                                 "pass int32 [B] indices")
+            t = np.asarray(tasks)
+            if t.ndim != 1 or (batch_size is not None and t.shape != (batch_size,)) or \
+                    not np.issubdtype(t.dtype, np.integer) or (t.size and (t.min() < 0 or t.max() >= m)):
+                raise ValueError(f"tasks must be int32 [{batch_size if batch_size is not None else 'B'}] in [0, {m}) "
+                                 f"(indices into {list(self.config.tasks)}); got shape {t.shape}, dtype {t.dtype}")
         if self.config.condition_input == "labels":
             if labels is None:
                 raise ValueError(f"labels are required: this model is class-conditional "

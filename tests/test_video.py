@@ -121,6 +121,7 @@ def test_inflated_tokenizer_reproduces_the_image_tokenizer_on_a_static_video(tin
                 "num_groups", "commitment_cost", "entropy_cost"):
         c.tokenizer[key] = image_config.tokenizer[key]
     c.tokenizer.video_channels = 3
+    c.tokenizer.patch_size = 1
     c.tokenizer.temporal_downsample = (True, False)
     c.tokenizer.shortcut = "output"
     c.tokenizer.inflate_from = tiny_workdir
@@ -207,3 +208,53 @@ def test_video_workdir_trains_samples_and_reads_back(video_workdir, tmp_path, ca
     assert main(["sample", "--workdir", video_workdir, "--out", str(tmp_path / "c.txt")]) == 1
     err = capsys.readouterr().err
     assert "--out" in err and ".gif" in err and "Traceback" not in err
+
+
+def test_video_edits_run_every_commit_task_and_reject_bad_inputs(video_workdir, tmp_path, capsys):
+    """`mgt edit` on the :tiny multi-task workdir: each COMMIT task end to end on an .npz of clips (the
+    output keeps N, T, H, W), and every bad input is a one-line error naming the argument."""
+    from mgt.cli import main
+    from mgt.training.trainer import load_pipeline
+
+    task = load_pipeline(video_workdir).task
+    clips = np.round(task.examples("test", 2) * 255).astype(np.uint8)  # [2, 4, 32, 32, 1]
+    src = str(tmp_path / "in.npz")
+    np.savez(src, videos=np.repeat(clips, 3, axis=-1), labels=np.array([3, 7], np.int32))  # RGB in, grey model
+    edit = ["edit", "--workdir", video_workdir, "--input", src, "--steps", "2"]
+    for args in (["--task", "frame_prediction"], ["--task", "interpolation", "--cond-frames", "1"],
+                 ["--task", "outpaint", "--region", "horizontal"], ["--task", "inpaint", "--region", "moving"],
+                 ["--task", "inpaint", "--box", "8,8,16,16", "--labels", "1"]):
+        out = str(tmp_path / "out.npz")
+        assert main(edit + args + ["--out", out]) == 0, args
+        with np.load(out) as f:
+            assert f["videos"].shape == (2, 4, 32, 32, 1) and f["videos"].dtype == np.uint8
+            assert f["labels"].tolist() == ([1, 1] if "--labels" in args else [3, 7])
+    assert main(edit + ["--task", "outpaint", "--out", str(tmp_path / "out.gif")]) == 0
+    capsys.readouterr()
+    np.savez(tmp_path / "long.npz", videos=np.zeros((1, 6, 32, 32, 1), np.uint8))
+    np.savez(tmp_path / "small.npz", videos=np.zeros((1, 4, 16, 16, 1), np.uint8))
+    (tmp_path / "bad.mp4").write_bytes(b"not a video")
+    out = ["--out", str(tmp_path / "x.npz")]
+    for args, message in (
+            (["--task", "frame_prediction", "--cond-frames", "4"], "--cond-frames 4: expected 1 <= c < 4"),
+            (["--task", "interpolation", "--cond-frames", "2"], "--cond-frames 2: interpolation"),
+            (["--task", "inpaint", "--box", "30,30,8,8"], "--box 30,30,8,8: expected a non-empty box inside"),
+            (["--task", "frame_prediction", "--box", "0,0,4,4"], "--box is for --task outpaint or inpaint"),
+            (["--task", "inpaint", "--region", "vertical"], "--region 'vertical': --task inpaint takes one of"),
+            (["--task", "frame_prediction", "--input", str(tmp_path / "long.npz")], "6 frames of 32x32"),
+            (["--task", "frame_prediction", "--input", str(tmp_path / "small.npz")], "4 frames of 16x16"),
+            (["--task", "frame_prediction", "--input", str(tmp_path / "bad.mp4")], "--input"),
+            (["--task", "frame_prediction", "--input", str(tmp_path / "none.npz")], "no such file"),
+            (["--task", "frame_prediction", "--labels", "12"], "--labels"),
+    ):
+        argv = ["edit", "--workdir", video_workdir, "--input", src] + args + out
+        argv = argv[:3] + argv[5:] if "--input" in args else argv
+        assert main(argv) == 1, args
+        err = capsys.readouterr().err.strip()
+        assert message in err and "Traceback" not in err and err.count("\n") == 0, (args, err)
+    # a task the workdir's model was not trained for
+    import argparse
+
+    trained = ("generation", "frame_prediction")
+    with pytest.raises(ValueError, match="--task inpaint: this workdir's model was trained for the tasks"):
+        task._edit_task_name(argparse.Namespace(task="inpaint", region=None, box=None), trained)

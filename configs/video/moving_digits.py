@@ -1,11 +1,14 @@
-"""The video main job: class-conditional masked video generation on moving digits (built in, no download).
+"""The video main job: class-conditional multi-task masked video generation on moving digits (built
+in, no download).
 
 Clips of 8 grey 32 × 32 frames with one 16 px digit bouncing around (`MovingDigitsSource`). A small
-3D VQGAN (MAGVIT's architecture: 8 frames → 4, 32 px → 4 × 4; 256 codes) and a class-conditional
-masked Transformer over the 4 × 4 × 4 token grid:
+3D VQGAN (MAGVIT's architecture on 4 × 4 pixel patches: 8 frames → 4, 32 px → 4 × 4; 256 codes) and
+one class-conditional masked Transformer over the 4 × 4 × 4 token grid serving MAGVIT's COMMIT tasks
+(generation, frame prediction, interpolation, central outpainting and inpainting):
 
     mgt train --config configs/video/moving_digits.py --workdir runs/moving_digits
     mgt sample --workdir runs/moving_digits --labels 3,7 --num 8 --out clips.gif
+    mgt edit --workdir runs/moving_digits --task frame_prediction --input clips.npz --out predicted.gif
 
 Variants (comma-separated after ':'): `tiny` shrinks everything to a few steps (tests, smoke runs);
 `two` puts two digits in every clip (the label is the first one's); `causal` makes the tokenizer
@@ -13,6 +16,7 @@ time-causal (9 frames: the first on its own).
 """
 
 from mgt.config import parse_arg
+from mgt.modalities.video.commit_tasks import VIDEO_TASKS
 from mgt.modalities.video.config import video_config
 
 
@@ -25,12 +29,14 @@ def get_config(arg: str | None = None):
     c.data.channels = 1
     c.data.num_classes = 10
     c.data.flip = False  # a mirrored digit is not a digit
-    c.data.source_kwargs = {"num_digits": 2 if arg.two else 1}
+    c.data.source_kwargs = {"num_digits": 2 if arg.two else 1, "num_clips": 4000}
+    c.data.condition_frames = 2  # frame prediction: 2 frames given (one token frame)
 
     c.tokenizer.video_channels = 1
-    c.tokenizer.base_channels = 32
-    c.tokenizer.channel_multipliers = (1, 2, 2, 2)  # 32 px → 4 × 4
-    c.tokenizer.temporal_downsample = (True, False, False)  # 8 frames → 4
+    c.tokenizer.patch_size = 4  # 4 × 4 pixels per cell: the 3D convolutions run on 8 × 8 × 8 cells
+    c.tokenizer.base_channels = 16
+    c.tokenizer.channel_multipliers = (1, 2)  # 32 px → 8 cells → 4 × 4
+    c.tokenizer.temporal_downsample = (True,)  # 8 frames → 4
     c.tokenizer.num_res_blocks = 1
     c.tokenizer.embedding_dim = 16
     c.tokenizer.codebook_size = 256
@@ -40,8 +46,8 @@ def get_config(arg: str | None = None):
     if arg.causal:
         c.data.num_frames = 9  # 1 + 8: the first frame is tokenized on its own → 5 token frames
 
-    c.tokenizer_train.steps = 1500
-    c.tokenizer_train.batch_size = 16
+    c.tokenizer_train.steps = 1200
+    c.tokenizer_train.batch_size = 8
     c.tokenizer_train.learning_rate = 1e-3
     c.tokenizer_train.warmup_steps = 50
     c.tokenizer_train.grad_clip = 1.0
@@ -52,6 +58,7 @@ def get_config(arg: str | None = None):
     c.model.mlp_dim = 512
     c.model.conditioning = "class_token"
     c.model.null_condition = True
+    c.model.tasks = ("generation", "frame_prediction", "interpolation", "outpaint_central", "inpaint_central")
 
     c.transformer_train.steps = 2000
     c.transformer_train.batch_size = 32
@@ -68,6 +75,11 @@ def get_config(arg: str | None = None):
     if arg.tiny:
         c.data.num_frames = 5 if arg.causal else 4
         c.data.source_kwargs = {"num_digits": 2 if arg.two else 1, "num_clips": 64}
+        c.data.condition_frames = 1
+        c.model.tasks = VIDEO_TASKS  # every COMMIT task, so that tests run each one
+        c.tokenizer.patch_size = 2
+        c.tokenizer.channel_multipliers = (1, 2, 2)  # 32 px → 16 cells → 4 × 4
+        c.tokenizer.temporal_downsample = (True, False)
         c.tokenizer.base_channels = 8
         c.tokenizer.codebook_size = 32
         c.tokenizer.embedding_dim = 8

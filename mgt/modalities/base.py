@@ -61,6 +61,10 @@ class Task(Protocol):
     def examples(self, split: str, num: int) -> np.ndarray:
         """The first `num` model inputs of `split`, float32 `[num, *input_shape]` (reconstruction samples)."""
 
+    def conditional_task(self, name: str):
+        """The conditional task `name` of a multi-task model (`config.model.tasks`), as a
+        `mgt.commit.ConditionalTask`; ValueError naming the tasks the modality offers otherwise."""
+
     # ---- files ------------------------------------------------------------------------------------
     def read_input(self, path: str) -> np.ndarray:
         """A file → one model input, float32 `[*input_shape]` (raises ValueError naming the path)."""
@@ -164,6 +168,9 @@ class BaseTask:
 
     def add_edit_arguments(self, parser: argparse.ArgumentParser) -> None:
         pass
+
+    def conditional_task(self, name: str):
+        raise ValueError(f"config.model.tasks: the {self.name!r} task offers no conditional tasks, got {name!r}")
 
     def sample_writer(self, path: str, total: int):
         """Collects the batches and writes them with `write_samples` at the end."""

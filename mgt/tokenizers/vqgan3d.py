@@ -1,13 +1,15 @@
 """MAGVIT's 3D-VQ video tokenizer (registered as "vqgan3d").
 
 Videos are float32 `[B, T, H, W, C]` in [0, 1]; tokens are int32 `[B, T/f_t, H/f, W/f]`, with
-f = 2**(levels - 1) and f_t = 2 to the number of `temporal_downsample` flags set (causal models:
+f = patch_size · 2**(levels - 1) and f_t = 2 to the number of `temporal_downsample` flags set (causal models:
 `1 + (T-1)/f_t` token frames — the first frame on its own). The defaults are MAGVIT-B's UCF-101
 tokenizer (google-research/magvit `vqgan3d_ucf101_config.py`: filters 64, multipliers (1, 2, 2, 4),
 temporal downsampling (True, True, False), 2 residual blocks, 1024 codes of 256 dimensions, the VQ
 entropy loss with ratio 0.1 and temperature 0.01): 16 × 128² → 4 × 16 × 16 tokens. `base_channels=128`
 is MAGVIT-L. `quantizer="fsq"` or `"lfq"` swaps the quantizer (its options in `quantizer_options`,
-e.g. `{"levels": (8, 5, 5, 5)}` or `{"num_bits": 10}`).
+e.g. `{"levels": (8, 5, 5, 5)}` or `{"num_bits": 10}`). `patch_size=p > 1` (not in MAGVIT) folds
+p × p pixels into one cell before the first convolution and unfolds them after the last, so every
+3D convolution runs at 1/p² of the pixels: what makes small video tokenizers train on a CPU.
 
 Training terms beyond the reconstruction (3D or per-frame 2D StyleGAN discriminator, R1, LeCAM,
 per-frame perceptual loss) come from `training_objective`, which reuses the image objective.
@@ -18,6 +20,7 @@ from __future__ import annotations
 import dataclasses
 from typing import Any, Mapping
 
+import einops
 import jax.numpy as jnp
 from flax import nnx
 
@@ -43,6 +46,8 @@ class VQGAN3DConfig:
       channel_multipliers: one entry per level; the spatial factor is 2**(len - 1).
       temporal_downsample: one flag per downsampling (len(channel_multipliers) - 1): halve time there too.
       num_res_blocks: residual blocks per level (and in the bottleneck).
+      patch_size: p, pixels folded per side into one cell before the encoder (space-to-depth) and
+        unfolded after the decoder; 1 (MAGVIT) convolves the pixels themselves.
       embedding_dim: D, the latent size (for FSQ / LFQ the quantizer's input size).
       codebook_size: V for `quantizer="vq"`; FSQ and LFQ derive it from their options.
       num_groups, norm_eps: GroupNorm.
@@ -60,6 +65,7 @@ class VQGAN3DConfig:
     channel_multipliers: tuple[int, ...] = (1, 2, 2, 4)
     temporal_downsample: tuple[bool, ...] = (True, True, False)
     num_res_blocks: int = 2
+    patch_size: int = 1
     embedding_dim: int = 256
     codebook_size: int = 1024
     num_groups: int = 32
@@ -89,7 +95,7 @@ class VQGAN3DConfig:
                              f"({len(self.channel_multipliers) - 1} for channel_multipliers="
                              f"{self.channel_multipliers}), got {self.temporal_downsample}")
         for name in ("video_channels", "base_channels", "num_res_blocks", "embedding_dim", "codebook_size",
-                     "num_groups"):
+                     "num_groups", "patch_size"):
             if int(getattr(self, name)) < 1:
                 raise ValueError(f"VQGAN3DConfig.{name} must be >= 1, got {getattr(self, name)}")
         for name, value, allowed in (("shortcut", self.shortcut, ("input", "output")),
@@ -102,7 +108,7 @@ class VQGAN3DConfig:
 
     @property
     def downsample_factor(self) -> int:
-        return 2 ** (len(self.channel_multipliers) - 1)
+        return self.patch_size * 2 ** (len(self.channel_multipliers) - 1)
 
     @property
     def temporal_factor(self) -> int:
@@ -129,8 +135,9 @@ class VQGAN3D(nnx.Module):
                      temporal_downsample=config.temporal_downsample, num_res_blocks=config.num_res_blocks,
                      embedding_dim=config.embedding_dim, num_groups=config.num_groups, eps=config.norm_eps,
                      causal=config.causal, shortcut=config.shortcut, dtype=jnp.dtype(config.dtype))
-        self.encoder = Encoder3D(in_channels=config.video_channels, rngs=rngs, **sizes)
-        self.decoder = Decoder3D(out_channels=config.video_channels, rngs=rngs, **sizes)
+        folded = config.video_channels * config.patch_size ** 2
+        self.encoder = Encoder3D(in_channels=folded, rngs=rngs, **sizes)
+        self.decoder = Decoder3D(out_channels=folded, rngs=rngs, **sizes)
         self.quantizer = _make_quantizer(config, rngs)
         self.codebook_size = int(self.quantizer.codebook_size)
         self.num_levels = 1
@@ -161,7 +168,11 @@ class VQGAN3D(nnx.Module):
     def encode_latents(self, videos):
         """float32 `[B, T, H, W, C]` → float32 latents `[B, t, H/f, W/f, D]`."""
         self._check_shape(jnp.shape(videos), "videos")
-        return self.encoder(jnp.asarray(videos).astype(jnp.dtype(self.config.dtype))).astype(jnp.float32)
+        x = jnp.asarray(videos).astype(jnp.dtype(self.config.dtype))
+        p = self.config.patch_size
+        if p > 1:
+            x = einops.rearrange(x, "b t (h p) (w q) c -> b t h w (p q c)", p=p, q=p)
+        return self.encoder(x).astype(jnp.float32)
 
     @scoped("vqgan3d_decoder")
     def decode_codes(self, codes):
@@ -169,7 +180,11 @@ class VQGAN3D(nnx.Module):
         shape = tuple(jnp.shape(codes))
         if len(shape) != 5 or shape[-1] != self.config.embedding_dim:
             raise ValueError(f"codes must be [batch, t, h, w, {self.config.embedding_dim}], got shape {shape}")
-        return self.decoder(jnp.asarray(codes).astype(jnp.dtype(self.config.dtype))).astype(jnp.float32)
+        x = self.decoder(jnp.asarray(codes).astype(jnp.dtype(self.config.dtype)))
+        p = self.config.patch_size
+        if p > 1:
+            x = einops.rearrange(x, "b t h w (p q c) -> b t (h p) (w q) c", p=p, q=p)
+        return x.astype(jnp.float32)
 
     def __call__(self, videos, *, train: bool = False, rng=None):
         """`[B, T, H, W, C]` → (reconstruction float32 `[B, T, H, W, C]`, QuantizerOutput)."""

@@ -6,6 +6,11 @@ with each example's condition (class labels and/or a context sequence, `mgt.Cond
 is rebuilt when the tokenizer checkpoint, the tokenizer config or the data config change, or when it
 cannot be read. Each step masks a batch (schedule + structure), drops the condition of a random share
 of the examples (classifier-free guidance) and minimises the masked cross-entropy.
+
+Multi-task models (`config.model.tasks`, MAGVIT's COMMIT): the cache also holds every example's
+condition tokens for each conditional task (its condition input tokenized, `mgt.commit`); each step
+draws a task per example, shows its condition tokens at masked cells of its region with segment id 1
+(`mgt.masking.commit_inputs`) and gives the model the task token.
 """
 
 from __future__ import annotations
@@ -23,8 +28,8 @@ import numpy as np
 import optax
 from flax import nnx
 
-from mgt import masking, sharding
-from mgt.condition import Condition
+from mgt import commit, masking, sharding
+from mgt.condition import GENERATION_TASK, Condition
 from mgt.pipeline import GenerationPipeline
 from mgt.profiling import scope
 from mgt.training.builders import transformer_config
@@ -34,7 +39,7 @@ from mgt.transformer import MaskedTransformer
 
 OBJECTIVES = ("maskgit", "ar")
 # bump when the cache's layout changes: old caches are then rebuilt rather than misread
-TOKEN_CACHE_FORMAT = 2
+TOKEN_CACHE_FORMAT = 3
 
 
 class TokenSource:
@@ -68,6 +73,11 @@ class TransformerStage(Stage):
         for name, choices in (("mask_structure", masking.STRUCTURES), ("loss_on", ("masked", "all"))):
             if tc[name] not in choices:
                 raise ValueError(f"config.transformer_train.{name}={tc[name]!r}; expected one of {tuple(choices)}")
+        tasks = self.model_config.tasks
+        if tasks and self.objective != "maskgit":
+            raise ValueError(f"config.model.tasks={tasks}: conditional tasks need objective 'maskgit'")
+        # bool [M, *grid]: each task's condition region (errors name the tasks the modality offers)
+        self.task_regions = commit.task_regions(tasks, task.conditional_task, self.spec_in.grid) if tasks else None
         self.setup_model()
 
     def make_model(self):
@@ -104,17 +114,29 @@ class TransformerStage(Stage):
         encode = jax.jit(lambda s, x: nnx.merge(graphdef, s, copy=True).encode(x))
         key, chunk = self.task.input_key, 64
         all_tokens, all_conditions = [], []
+        tasks = self.model_config.tasks
+        conditional = [None if name == GENERATION_TASK else self.task.conditional_task(name) for name in tasks]
+
+        def tokenize(inputs):
+            n = len(inputs)
+            if n < chunk:  # pad the last batch to keep one compiled shape
+                inputs = np.concatenate([inputs, np.zeros((chunk - n,) + inputs.shape[1:], inputs.dtype)])
+            return np.asarray(encode(state, jnp.asarray(inputs)))[:n]
+
         for copy in range(copies):
             # copy 0 is the data as it is; further copies get the training augmentation, one ordered pass
             it = self.task.pipeline(source, batch_size=chunk, train=False, seed=int(self.config.seed) + copy,
                                     augment=copy > 0)
             for batch in it:
-                inputs = batch[key]
-                n = len(inputs)
-                if n < chunk:  # pad the last batch to keep one compiled shape
-                    inputs = np.concatenate([inputs, np.zeros((chunk - n,) + inputs.shape[1:], inputs.dtype)])
-                all_tokens.append(np.asarray(encode(state, jnp.asarray(inputs)))[:n])
-                all_conditions.append({k: np.asarray(v) for k, v in self.task.condition(batch).to_batch().items()})
+                inputs = np.asarray(batch[key])
+                tokens = tokenize(inputs)
+                all_tokens.append(tokens)
+                fields = {k: np.asarray(v) for k, v in self.task.condition(batch).to_batch().items()}
+                if tasks:  # int32 [n, M, *grid]: each task's condition tokens (generation: zeros, never shown)
+                    fields["condition_tokens"] = np.stack(
+                        [np.zeros_like(tokens) if c is None else tokenize(c.condition_inputs(inputs))
+                         for c in conditional], axis=1)
+                all_conditions.append(fields)
         tokens = np.concatenate(all_tokens)
         condition = {k: np.concatenate([c[k] for c in all_conditions]) for k in all_conditions[0]}
         if "label" in condition:
@@ -146,6 +168,8 @@ class TransformerStage(Stage):
     def batch_to_device(self, batch):
         # only what the model takes travels to the devices
         wanted = Condition.from_batch(batch).for_model(self.model_config).to_batch()
+        if self.model_config.tasks:
+            wanted["condition_tokens"] = batch["condition_tokens"]
         return sharding.shard_batch({"tokens": batch["tokens"], **wanted}, self.mesh)
 
     # ---- step -----------------------------------------------------------------------------------
@@ -153,7 +177,7 @@ class TransformerStage(Stage):
         tc, cfg = self.train_cfg, self.model_config
         tokens = batch["tokens"]
         b = tokens.shape[0]
-        k_mask, k_drop, k_dropout = jax.random.split(rng, 3)
+        k_mask, k_drop, k_dropout, k_task = jax.random.split(rng, 4)
         cond = Condition.from_batch(batch).for_model(cfg)
         if cfg.null_condition and float(tc.condition_dropout) > 0 and cfg.condition_input != "none":
             cond = cond.with_drop(jax.random.bernoulli(k_drop, float(tc.condition_dropout), (b,)))
@@ -168,12 +192,22 @@ class TransformerStage(Stage):
                 return loss, (jnp.zeros(()), nnx.state(model, nnx.Not(nnx.Param)))
         else:
             mask, loss_mask = masking.make_training_mask(k_mask, cfg.spec, b, structure=tc.mask_structure,
-                                                         schedule=tc.mask_schedule)
-            inputs = masking.apply_mask(tokens, mask, cfg.spec.mask_id)
+                                                         schedule=tc.mask_schedule, block=tc.get("mask_block", 2))
+            extra = {}
+            if cfg.tasks:  # COMMIT: a task per example; its condition tokens shown inside its region
+                task_ids = jax.random.randint(k_task, (b,), 0, len(cfg.tasks))
+                region = jnp.asarray(self.task_regions)[task_ids]  # [B, *grid]
+                shape = (b, 1) + (1,) * (tokens.ndim - 1)
+                cond_tokens = jnp.take_along_axis(batch["condition_tokens"], task_ids.reshape(shape), axis=1)[:, 0]
+                inputs, extra["segment_ids"] = masking.commit_inputs(tokens, mask, cond_tokens, region,
+                                                                      cfg.spec.mask_id)
+                cond = cond.replace(tasks=task_ids)
+            else:
+                inputs = masking.apply_mask(tokens, mask, cfg.spec.mask_id)
 
             def loss_fn(params):
                 model = nnx.merge(self.graphdef, params, state["rest"], copy=True)
-                logits = model(inputs, **cond.model_kwargs(), deterministic=False, dropout_rng=k_dropout)
+                logits = model(inputs, **cond.model_kwargs(), **extra, deterministic=False, dropout_rng=k_dropout)
                 where = loss_mask if tc.loss_on == "masked" else None
                 with scope("loss"):
                     loss = masking.masked_cross_entropy(logits, tokens, where,
@@ -192,6 +226,8 @@ class TransformerStage(Stage):
         """Where the samples of the finished run go (None: the AR baseline, or `sample.per_class` 0)."""
         if self.objective != "maskgit" or int(self.config.sample.per_class) <= 0:
             return None
+        if self.model_config.tasks and GENERATION_TASK not in self.model_config.tasks:
+            return None  # conditional tasks only: samples need inputs (mgt edit)
         return os.path.join(self.workdir, "samples", f"final{self.task.output_extensions[0]}")
 
     def sample_condition(self) -> tuple[Condition, int]:
@@ -213,6 +249,8 @@ class TransformerStage(Stage):
         """Samples from the EMA weights (see `sample_condition`) → the task's sample metrics."""
         if self.objective == "ar":
             return {}  # the AR baseline is sampled with mgt.ar.ar_sample (see benchmarks)
+        if self.model_config.tasks and GENERATION_TASK not in self.model_config.tasks:
+            return {}  # no plain generation task to sample; the conditional tasks are run by `mgt edit`
         s = self.config.sample
         cond, n = self.sample_condition()
         pipe = GenerationPipeline(self.model_from_state(state), self.tokenizer)

@@ -15,6 +15,10 @@ def video_config():
     c.data.channels = 3
     c.data.flip = True  # random left-right flips of whole clips in training
     c.data.fps = 4.0  # frame rate of written .gif / .mp4 files
+    c.data.condition_frames = 2  # frames given by frame_prediction (at the start) / interpolation (each end)
+    # MAGVIT's COMMIT tasks the transformer learns (mgt.modalities.video.commit_tasks.VIDEO_TASKS);
+    # () trains plain (class-)conditional generation only
+    c.model.tasks = ()
     c.tokenizer.name = "vqgan3d"
     c.tokenizer_train.discriminator = "3d"  # or "frames": the 2D discriminator on every frame
     return c

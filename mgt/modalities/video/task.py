@@ -3,7 +3,9 @@
 Model inputs are float32 `[T, S, S, C]` in [0, 1] (`config.data.num_frames` = T, `config.data.image_size`
 = S, `config.data.channels` = C); sources are registered by name (`mgt.modalities.video.sources`);
 samples are written as a labelled grid of clips (`.gif`, `.mp4`), a filmstrip PNG (one row per clip)
-or an `.npz` of uint8 `videos` `[N, T, H, W, C]` and int32 `labels` `[N]`.
+or an `.npz` of uint8 `videos` `[N, T, H, W, C]` and int32 `labels` `[N]`. Multi-task models
+(`config.model.tasks`, MAGVIT's COMMIT) serve the conditional tasks of `commit_tasks` through
+`mgt edit --task frame_prediction|interpolation|outpaint|inpaint`.
 """
 
 from __future__ import annotations
@@ -17,6 +19,7 @@ from mgt.condition import Condition
 from mgt.modalities import register_task
 from mgt.modalities.base import BaseTask, ensure_parent
 from mgt.modalities.video import io
+from mgt.modalities.video.commit_tasks import video_condition
 from mgt.modalities.video.sources import make_source
 
 
@@ -106,6 +109,97 @@ class VideoTask(BaseTask):
         ds = ds.batch(batch_size, drop_remainder=train)
         return ds.to_iter_dataset(grain.ReadOptions(num_threads=4, prefetch_buffer_size=64))
 
+    def conditional_task(self, name: str, *, cond_frames: int | None = None, box=None,
+                         argument: str = "config.model.tasks"):
+        """The COMMIT task `name` (`commit_tasks.VIDEO_TASKS`) on this config's clips; `cond_frames`
+        defaults to `config.data.condition_frames`."""
+        if cond_frames is None:
+            cond_frames = int(self.config.data.get("condition_frames", 2))
+        return video_condition(name, self.num_frames, self.image_size, cond_frames=cond_frames, box=box,
+                               argument=argument)
+
+    # ---- editing --------------------------------------------------------------------------------
+    def add_edit_arguments(self, parser) -> None:
+        parser.add_argument("--input", required=True,
+                            help="an .npz with 'videos' uint8 [N, T, H, W, C] (C = 1 or 3; as `mgt sample` writes) "
+                                 "or one video file")
+        parser.add_argument("--task", required=True, choices=EDIT_TASKS, help="the conditional task to run")
+        parser.add_argument("--cond-frames", type=int, default=None,
+                            help="frames given at the start (frame_prediction) or at each end (interpolation); "
+                                 "default config.data.condition_frames")
+        parser.add_argument("--region", default=None, choices=("central", "horizontal", "vertical", "moving"),
+                            help="outpaint: the given region (central, horizontal, vertical; default central); "
+                                 "inpaint: the removed region (central, moving; default central)")
+        parser.add_argument("--box", default=None,
+                            help="TOP,LEFT,HEIGHT,WIDTH in pixels, every frame: the given region (outpaint) or the "
+                                 "removed one (inpaint), instead of --region")
+        if self.model_condition == "labels":
+            parser.add_argument("--labels", default=None,
+                                help="comma-separated class ids, cycled over the clips (default: the .npz's labels)")
+        parser.add_argument("--guidance", type=float, default=0.0, help="classifier-free guidance scale")
+
+    def edit(self, args, pipeline, rng, *, num_steps: int):
+        """`--task` on every clip of `--input` → (float32 `[N, T, S, S, C]`, condition). The model sees
+        the task's condition tokens in the task's region (re-applied at every decoding step) and
+        generates every token; the given part comes back as the model's reconstruction of it."""
+        from mgt import commit
+        from mgt.modalities.base import parse_labels
+
+        model = pipeline.transformer
+        name = self._edit_task_name(args, model.config.tasks)
+        box = None
+        if args.box is not None:
+            if args.task not in ("outpaint", "inpaint"):
+                raise ValueError(f"--box is for --task outpaint or inpaint, not {args.task!r}")
+            box = tuple(args.box.split(","))
+        ct = self.conditional_task(name, cond_frames=args.cond_frames, box=box, argument="--task")
+        clips = self.read_clips(args.input, "--input")
+        n = len(clips)
+        condition = Condition(tasks=np.full((n,), model.config.task_id(name, "--task"), np.int32))
+        if self.model_condition == "labels":
+            if args.labels is not None:
+                labels = np.resize(parse_labels(args.labels, self.num_classes, argument="--labels"), n)
+            else:
+                labels = _npz_labels(args.input, n)
+                if labels is None:
+                    raise ValueError("--labels is required: the model is class-conditional and --input has no labels "
+                                     f"(classes 0..{self.num_classes - 1})")
+                if labels.min() < 0 or labels.max() >= self.num_classes:
+                    raise ValueError(f"--input {args.input!r}: labels outside [0, {self.num_classes}); pass --labels")
+            condition = condition.replace(labels=labels.astype(np.int32))
+        grid = model.config.grid
+        region = commit.token_region(ct.given, grid)
+        cond_tokens = _encode(pipeline.tokenizer, ct.condition_inputs(clips))
+        mask_id = model.spec.mask_id
+        condition_tokens = np.where(region[None], cond_tokens, mask_id).astype(np.int32)
+        if args.guidance and not model.config.null_condition:
+            raise ValueError("--guidance needs a model trained with a null condition (config.model.null_condition)")
+        out = pipeline.generate(rng, condition=condition, tokens=model.spec.masked(n), num_steps=num_steps,
+                                condition_tokens=condition_tokens, guidance_scale=args.guidance)
+        return np.asarray(out), condition
+
+    def _edit_task_name(self, args, trained) -> str:
+        """`--task` (+ `--region`) → the trained task's name; one-line errors for what was not trained."""
+        if args.task in ("frame_prediction", "interpolation"):
+            if args.region is not None:
+                raise ValueError(f"--region is for --task outpaint or inpaint, not {args.task!r}")
+            name = args.task
+        elif args.box is not None:  # a custom region: the task token of that kind the model knows
+            if args.region is not None:
+                raise ValueError("give --box or --region, not both")
+            kinds = [t for t in trained if t.startswith(args.task + "_")]
+            name = kinds[0] if kinds else f"{args.task}_central"
+        else:
+            regions = {"outpaint": ("central", "horizontal", "vertical"), "inpaint": ("central", "moving")}[args.task]
+            region = args.region or "central"
+            if region not in regions:
+                raise ValueError(f"--region {region!r}: --task {args.task} takes one of {list(regions)}")
+            name = f"{args.task}_{region}"
+        if name not in trained:
+            raise ValueError(f"--task {args.task}: this workdir's model was trained for the tasks "
+                             f"{list(trained) or '(none: a single-task model)'}, not {name!r}")
+        return name
+
     def examples(self, split: str, num: int) -> np.ndarray:
         source = self.source(split)
         to_float = VideoToFloat(self.input_shape)
@@ -193,3 +287,32 @@ class VideoTask(BaseTask):
         y = np.clip(np.asarray(reconstructions, np.float32), 0, 1)
         pairs = np.stack([x, y], 1).reshape((-1,) + x.shape[1:])
         self.write_samples(path if path.lower().endswith(".png") else path.rsplit(".", 1)[0] + ".png", pairs)
+
+
+EDIT_TASKS = ("frame_prediction", "interpolation", "outpaint", "inpaint")
+
+
+def _npz_labels(path: str, n: int):
+    """int32 `[n]` labels of an `.npz` written by `mgt sample`, or None."""
+    if not path.lower().endswith(".npz"):
+        return None
+    with np.load(path) as f:
+        if "labels" not in f.files or np.shape(f["labels"]) != (n,):
+            return None
+        return np.asarray(f["labels"], np.int64)
+
+
+def _encode(tokenizer, clips, chunk: int = 16) -> np.ndarray:
+    """float32 `[N, T, S, S, C]` → int32 tokens, jit-compiled, in chunks (the last one padded)."""
+    import jax
+    import jax.numpy as jnp
+    from flax import nnx
+
+    graphdef, state = nnx.split(tokenizer)
+    encode = jax.jit(lambda s, x: nnx.merge(graphdef, s, copy=True).encode(x))
+    out = []
+    for i in range(0, len(clips), chunk):
+        part = clips[i:i + chunk]
+        pad = np.zeros((min(chunk, len(clips)) - len(part),) + part.shape[1:], part.dtype)
+        out.append(np.asarray(encode(state, jnp.asarray(np.concatenate([part, pad]))))[:len(part)])
+    return np.concatenate(out)
