@@ -258,3 +258,21 @@ def test_video_edits_run_every_commit_task_and_reject_bad_inputs(video_workdir, 
     trained = ("generation", "frame_prediction")
     with pytest.raises(ValueError, match="--task inpaint: this workdir's model was trained for the tasks"):
         task._edit_task_name(argparse.Namespace(task="inpaint", region=None, box=None), trained)
+
+
+def test_video_quality_benchmark_smoke(video_workdir, tmp_path):
+    """benchmarks/video_quality.py end to end on the :tiny workdir: every section measured, JSON written
+    (the figures of a tiny model mean nothing; the main job's are in the README)."""
+    spec = importlib.util.spec_from_file_location("mgt_benchmark_video_quality",
+                                                  os.path.join(ROOT, "benchmarks", "video_quality.py"))
+    module = importlib.util.module_from_spec(spec)
+    spec.loader.exec_module(module)
+    out = tmp_path / "v.json"
+    record = module.main(["--workdir", video_workdir, "--clips", "4", "--per-class", "1", "--steps", "2",
+                          "--json", str(out)])
+    assert json.loads(out.read_text())[0]["clips"] == 4
+    assert 0 <= record["tokenizer_ssim"] <= 1 and 0 < record["codebook_usage"] <= 1
+    assert record["real_clips"]["frame_class_accuracy"] >= 0.75  # the classifier reads real moving digits
+    assert 0 <= record["generated"]["frame_class_accuracy"] <= 1 and record["generated_clips"] == 10
+    fp = record["frame_prediction"]
+    assert len(fp["psnr_per_predicted_frame"]) == len(fp["copy_last_frame_psnr"]) == 3

@@ -142,7 +142,6 @@ class VideoTask(BaseTask):
         """`--task` on every clip of `--input` → (float32 `[N, T, S, S, C]`, condition). The model sees
         the task's condition tokens in the task's region (re-applied at every decoding step) and
         generates every token; the given part comes back as the model's reconstruction of it."""
-        from mgt import commit
         from mgt.modalities.base import parse_labels
 
         model = pipeline.transformer
@@ -152,10 +151,10 @@ class VideoTask(BaseTask):
             if args.task not in ("outpaint", "inpaint"):
                 raise ValueError(f"--box is for --task outpaint or inpaint, not {args.task!r}")
             box = tuple(args.box.split(","))
-        ct = self.conditional_task(name, cond_frames=args.cond_frames, box=box, argument="--task")
+        self.conditional_task(name, cond_frames=args.cond_frames, box=box, argument="--task")  # check first
         clips = self.read_clips(args.input, "--input")
         n = len(clips)
-        condition = Condition(tasks=np.full((n,), model.config.task_id(name, "--task"), np.int32))
+        labels = None
         if self.model_condition == "labels":
             if args.labels is not None:
                 labels = np.resize(parse_labels(args.labels, self.num_classes, argument="--labels"), n)
@@ -166,17 +165,41 @@ class VideoTask(BaseTask):
                                      f"(classes 0..{self.num_classes - 1})")
                 if labels.min() < 0 or labels.max() >= self.num_classes:
                     raise ValueError(f"--input {args.input!r}: labels outside [0, {self.num_classes}); pass --labels")
-            condition = condition.replace(labels=labels.astype(np.int32))
-        grid = model.config.grid
-        region = commit.token_region(ct.given, grid)
-        cond_tokens = _encode(pipeline.tokenizer, ct.condition_inputs(clips))
-        mask_id = model.spec.mask_id
-        condition_tokens = np.where(region[None], cond_tokens, mask_id).astype(np.int32)
         if args.guidance and not model.config.null_condition:
             raise ValueError("--guidance needs a model trained with a null condition (config.model.null_condition)")
+        return self.run_conditional(pipeline, name, clips, labels, rng, num_steps=num_steps,
+                                    cond_frames=args.cond_frames, box=box, guidance_scale=args.guidance)
+
+    def run_conditional(self, pipeline, name: str, clips, labels, rng, *, num_steps: int, cond_frames=None, box=None,
+                        guidance_scale: float = 0.0):
+        """Conditional task `name` on clips float32 `[N, T, S, S, C]` (labels int32 `[N]` or None) →
+        (generated clips float32 `[N, T, S, S, C]`, their `Condition`).
+
+        The condition clips are tokenized; inside the task's token region the model sees those tokens
+        (re-applied at every decoding step, `decode(condition_tokens=)`), elsewhere `[MASK]`."""
+        from mgt import commit
+
+        model = pipeline.transformer
+        ct = self.conditional_task(name, cond_frames=cond_frames, box=box, argument="--task")
+        n = len(clips)
+        condition = Condition(tasks=np.full((n,), model.config.task_id(name, "--task"), np.int32))
+        if labels is not None:
+            condition = condition.replace(labels=np.asarray(labels, np.int32))
+        region = commit.token_region(ct.given, model.config.grid)
+        cond_tokens = _encode(pipeline.tokenizer, ct.condition_inputs(clips))
+        condition_tokens = np.where(region[None], cond_tokens, model.spec.mask_id).astype(np.int32)
         out = pipeline.generate(rng, condition=condition, tokens=model.spec.masked(n), num_steps=num_steps,
-                                condition_tokens=condition_tokens, guidance_scale=args.guidance)
+                                condition_tokens=condition_tokens, guidance_scale=guidance_scale)
         return np.asarray(out), condition
+
+    def sample_metrics(self, outputs, condition: Condition) -> dict[str, float]:
+        """For class-conditional moving digits: the share of frames a real-digit classifier labels with
+        their clip's class, and label flips per clip (`mgt.modalities.video.metrics`)."""
+        if self.config.data.source != "moving_digits" or condition is None or condition.labels is None:
+            return {}
+        from mgt.modalities.video.metrics import class_consistency
+
+        return class_consistency(outputs, condition.labels)
 
     def _edit_task_name(self, args, trained) -> str:
         """`--task` (+ `--region`) → the trained task's name; one-line errors for what was not trained."""

@@ -1,0 +1,84 @@
+"""Video quality measures that need no download: per-frame PSNR / SSIM and a translation-robust digit
+classifier for moving digits.
+
+The digit classifier is the image digits' (an RBF support-vector machine on real 16 px training
+digits, `mgt.modalities.image.metrics.digit_classifier`), applied to 16 × 16 windows of a frame: the
+window centred on the bounding box of the frame's ink, shifted by up to `search` pixels each way; the
+window the classifier is surest of gives the frame's label. A digit anywhere in the frame is thus
+labelled as if it were centred.
+"""
+
+from __future__ import annotations
+
+import numpy as np
+
+DIGIT = 16  # side of a moving digit in pixels (an 8 × 8 scikit-learn digit upscaled twice)
+
+
+def grey_frames(videos) -> np.ndarray:
+    """float `[..., H, W, C]` in [0, 1] (or uint8) → float32 `[..., H, W]` grey in [0, 1]."""
+    x = np.asarray(videos, np.float32)
+    if x.max(initial=0.0) > 1.5:
+        x = x / 255.0
+    return np.clip(x.mean(-1), 0.0, 1.0)
+
+
+def digit_windows(frames, *, search: int = 2, threshold: float = 0.2) -> np.ndarray:
+    """Grey frames `[N, H, W]` → float32 `[N, (2·search+1)², 16·16]`: windows around each frame's ink."""
+    n, h, w = frames.shape
+    pad = DIGIT + search
+    padded = np.pad(frames, ((0, 0), (pad, pad), (pad, pad)))
+    out = np.zeros((n, (2 * search + 1) ** 2, DIGIT * DIGIT), np.float32)
+    for i, frame in enumerate(frames):
+        rows, cols = np.nonzero(frame > threshold)
+        cy, cx = ((rows.min() + rows.max() + 1) / 2, (cols.min() + cols.max() + 1) / 2) if rows.size else (h / 2, w / 2)
+        top, left = int(round(cy - DIGIT / 2)) + pad, int(round(cx - DIGIT / 2)) + pad
+        k = 0
+        for dy in range(-search, search + 1):
+            for dx in range(-search, search + 1):
+                out[i, k] = padded[i, top + dy:top + dy + DIGIT, left + dx:left + dx + DIGIT].reshape(-1)
+                k += 1
+    return out
+
+
+def frame_digit_labels(videos, *, search: int = 2) -> np.ndarray:
+    """Clips `[N, T, H, W, C]` → int `[N, T]`: each frame's digit as the real-digit classifier reads it."""
+    from mgt.modalities.image.metrics import digit_classifier
+
+    frames = grey_frames(videos)
+    n, t = frames.shape[:2]
+    clf, _, _ = digit_classifier(DIGIT)
+    windows = digit_windows(frames.reshape((n * t,) + frames.shape[2:]), search=search)
+    scores = clf.decision_function(windows.reshape(-1, DIGIT * DIGIT)).reshape(n * t, windows.shape[1], -1)
+    best = scores.max(-1).argmax(-1)  # the window the classifier is surest of
+    labels = clf.classes_[scores[np.arange(n * t), best].argmax(-1)]
+    return labels.reshape(n, t)
+
+
+def class_consistency(videos, labels) -> dict[str, float]:
+    """Share of frames labelled with their clip's class, and label flips per clip (changes between
+    consecutive frames' labels, averaged over clips)."""
+    read = frame_digit_labels(videos)
+    labels = np.asarray(labels).reshape(-1, 1)
+    return {"frame_class_accuracy": float(np.mean(read == labels)),
+            "label_flips_per_clip": float(np.mean(np.sum(read[:, 1:] != read[:, :-1], axis=1)))}
+
+
+def psnr(x, y, axis=None) -> np.ndarray:
+    """PSNR in dB of images in [0, 1] (the mean squared error over `axis`, all when None)."""
+    mse = np.mean(np.square(np.asarray(x, np.float64) - np.clip(np.asarray(y, np.float64), 0, 1)), axis=axis)
+    return 10.0 * np.log10(1.0 / np.maximum(mse, 1e-12))
+
+
+def ssim(x, y) -> float:
+    """Mean SSIM of grey frames `[..., H, W]` in [0, 1] (Gaussian window σ = 1.5, Wang et al. 2004)."""
+    from scipy.ndimage import gaussian_filter
+
+    a = np.asarray(x, np.float64).reshape((-1,) + np.shape(x)[-2:])
+    b = np.clip(np.asarray(y, np.float64), 0, 1).reshape(a.shape)
+    blur = lambda z: gaussian_filter(z, sigma=(0, 1.5, 1.5), truncate=3.5)
+    c1, c2 = 0.01 ** 2, 0.03 ** 2
+    ma, mb = blur(a), blur(b)
+    va, vb, cov = blur(a * a) - ma ** 2, blur(b * b) - mb ** 2, blur(a * b) - ma * mb
+    s = ((2 * ma * mb + c1) * (2 * cov + c2)) / ((ma ** 2 + mb ** 2 + c1) * (va + vb + c2))
+    return float(s.mean())
