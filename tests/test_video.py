@@ -276,3 +276,25 @@ def test_video_quality_benchmark_smoke(video_workdir, tmp_path):
     assert 0 <= record["generated"]["frame_class_accuracy"] <= 1 and record["generated_clips"] == 10
     fp = record["frame_prediction"]
     assert len(fp["psnr_per_predicted_frame"]) == len(fp["copy_last_frame_psnr"]) == 3
+
+
+@pytest.mark.parametrize("name", ["ucf101", "kinetics600", "bair"])
+def test_magvit_recipes_build_on_the_published_token_grids(name):
+    """The MAGVIT-B recipes: 16 frames → 4 × 16 × 16 tokens, the transformer's tasks, the folder source
+    (built abstractly: nothing is initialised or compiled)."""
+    from mgt.training import builders
+
+    for arg in ("", "runlocal"):
+        c = _config(os.path.join(ROOT, "configs", "video", f"{name}.py"), arg)
+        assert c.data.source == "folder" and c.data.num_frames == 16
+        tokenizer = nnx.eval_shape(lambda: builders.make_tokenizer(c))
+        spec = tokenizer.token_spec((16, c.data.image_size, c.data.image_size, 3))
+        assert spec.grid == (4, 16, 16)
+        model = builders.transformer_config(c, spec)
+        assert model.tasks == {"ucf101": (), "kinetics600": ("frame_prediction",)}.get(name, model.tasks)
+        if name == "kinetics600":
+            assert c.data.condition_frames == 5
+    with pytest.raises(ValueError, match="config.data.path"):
+        from mgt.training import trainer
+
+        trainer.make_task(c).source("train")
