@@ -5,8 +5,9 @@ knows nothing of pixels, frames or samples; tokenizers (`mgt.tokenizers`) and mo
 (`mgt.modalities`) plug into it.
 """
 
-from mgt import decoding, masking, schedules, sharding
+from mgt import commit, decoding, masking, schedules, sharding
 from mgt.ar import ARTransformer, ar_loss, ar_sample
+from mgt.commit import ConditionalTask
 from mgt.condition import Condition
 from mgt.decoding import decode, decode_loop
 from mgt.masking import make_training_mask, masked_cross_entropy
@@ -31,12 +32,14 @@ def load_pipeline(workdir: str) -> GenerationPipeline:
 __all__ = [
     "ARTransformer",
     "Condition",
+    "ConditionalTask",
     "GenerationPipeline",
     "MaskedTransformer",
     "TokenSpec",
     "TransformerConfig",
     "ar_loss",
     "ar_sample",
+    "commit",
     "decode",
     "decode_loop",
     "decoding",
