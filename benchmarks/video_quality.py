@@ -87,8 +87,9 @@ def main(argv=None):
 
     # ---- class-conditional generation ---------------------------------------------------------------
     is_digits = config.data.source == "moving_digits"
-    if is_digits:
+    if is_digits:  # the classifier on real clips, and on their reconstructions (the tokenizer's ceiling)
         record["real_clips"] = metrics.class_consistency(clips, labels)
+        record["reconstructed_clips"] = metrics.class_consistency(recon, labels)
     tasks = model.config.tasks
     if model.config.condition_input == "labels" and (not tasks or "generation" in tasks):
         gen_labels = np.repeat(np.arange(model.config.num_classes, dtype=np.int32), args.per_class)
@@ -132,6 +133,8 @@ def _print(r: dict) -> None:
         real, gen = r["real_clips"], r["generated"]
         print(f"{'':28}{'frames labelled with class':>28}{'label flips per clip':>22}")
         print(f"{'real held-out clips':28}{real['frame_class_accuracy']:>28.3f}{real['label_flips_per_clip']:>22.2f}")
+        rec = r["reconstructed_clips"]
+        print(f"{'their reconstructions':28}{rec['frame_class_accuracy']:>28.3f}{rec['label_flips_per_clip']:>22.2f}")
         print(f"{'generated (guidance %.1f)' % r['guidance']:28}{gen['frame_class_accuracy']:>28.3f}"
               f"{gen['label_flips_per_clip']:>22.2f}")
         print("(target: >= 0.90 of generated frames labelled with their class)")

@@ -1,15 +1,16 @@
 """MAGVIT's 3D-VQ video tokenizer (registered as "vqgan3d").
 
 Videos are float32 `[B, T, H, W, C]` in [0, 1]; tokens are int32 `[B, T/f_t, H/f, W/f]`, with
-f = patch_size · 2**(levels - 1) and f_t = 2 to the number of `temporal_downsample` flags set (causal models:
+f = patch_size · 2**(levels - 1) and f_t = temporal_patch_size · = 2 to the number of `temporal_downsample` flags set (causal models:
 `1 + (T-1)/f_t` token frames — the first frame on its own). The defaults are MAGVIT-B's UCF-101
 tokenizer (google-research/magvit `vqgan3d_ucf101_config.py`: filters 64, multipliers (1, 2, 2, 4),
 temporal downsampling (True, True, False), 2 residual blocks, 1024 codes of 256 dimensions, the VQ
 entropy loss with ratio 0.1 and temperature 0.01): 16 × 128² → 4 × 16 × 16 tokens. `base_channels=128`
 is MAGVIT-L. `quantizer="fsq"` or `"lfq"` swaps the quantizer (its options in `quantizer_options`,
-e.g. `{"levels": (8, 5, 5, 5)}` or `{"num_bits": 10}`). `patch_size=p > 1` (not in MAGVIT) folds
-p × p pixels into one cell before the first convolution and unfolds them after the last, so every
-3D convolution runs at 1/p² of the pixels: what makes small video tokenizers train on a CPU.
+e.g. `{"levels": (8, 5, 5, 5)}` or `{"num_bits": 10}`). `patch_size=p > 1` and `temporal_patch_size=r > 1`
+(not in MAGVIT; ViViT's tubelets) fold r × p × p pixels into one cell before the first convolution
+and unfold them after the last, so every 3D convolution runs at 1/(r·p²) of the pixels: what makes
+small video tokenizers train on a CPU.
 
 Training terms beyond the reconstruction (3D or per-frame 2D StyleGAN discriminator, R1, LeCAM,
 per-frame perceptual loss) come from `training_objective`, which reuses the image objective.
@@ -48,6 +49,7 @@ class VQGAN3DConfig:
       num_res_blocks: residual blocks per level (and in the bottleneck).
       patch_size: p, pixels folded per side into one cell before the encoder (space-to-depth) and
         unfolded after the decoder; 1 (MAGVIT) convolves the pixels themselves.
+      temporal_patch_size: r, frames folded into one cell the same way (not with `causal`).
       embedding_dim: D, the latent size (for FSQ / LFQ the quantizer's input size).
       codebook_size: V for `quantizer="vq"`; FSQ and LFQ derive it from their options.
       num_groups, norm_eps: GroupNorm.
@@ -66,6 +68,7 @@ class VQGAN3DConfig:
     temporal_downsample: tuple[bool, ...] = (True, True, False)
     num_res_blocks: int = 2
     patch_size: int = 1
+    temporal_patch_size: int = 1
     embedding_dim: int = 256
     codebook_size: int = 1024
     num_groups: int = 32
@@ -95,7 +98,7 @@ class VQGAN3DConfig:
                              f"({len(self.channel_multipliers) - 1} for channel_multipliers="
                              f"{self.channel_multipliers}), got {self.temporal_downsample}")
         for name in ("video_channels", "base_channels", "num_res_blocks", "embedding_dim", "codebook_size",
-                     "num_groups", "patch_size"):
+                     "num_groups", "patch_size", "temporal_patch_size"):
             if int(getattr(self, name)) < 1:
                 raise ValueError(f"VQGAN3DConfig.{name} must be >= 1, got {getattr(self, name)}")
         for name, value, allowed in (("shortcut", self.shortcut, ("input", "output")),
@@ -103,6 +106,9 @@ class VQGAN3DConfig:
                                      ("reconstruction_loss", self.reconstruction_loss, ("l1", "l2"))):
             if value not in allowed:
                 raise ValueError(f"VQGAN3DConfig.{name} must be one of {list(allowed)}, got {value!r}")
+        if self.causal and self.temporal_patch_size > 1:
+            raise ValueError("VQGAN3DConfig: causal=True tokenizes the first frame alone; it takes temporal_patch_size=1, "
+                             f"got {self.temporal_patch_size}")
         if jnp.dtype(self.dtype) not in (jnp.float32, jnp.bfloat16, jnp.float16):
             raise ValueError(f"VQGAN3DConfig.dtype must be float32, bfloat16 or float16, got {self.dtype!r}")
 
@@ -112,7 +118,7 @@ class VQGAN3DConfig:
 
     @property
     def temporal_factor(self) -> int:
-        return 2 ** sum(self.temporal_downsample)
+        return self.temporal_patch_size * 2 ** sum(self.temporal_downsample)
 
     def token_frames(self, frames: int) -> int:
         """Token frames of a clip of `frames` frames."""
@@ -135,7 +141,7 @@ class VQGAN3D(nnx.Module):
                      temporal_downsample=config.temporal_downsample, num_res_blocks=config.num_res_blocks,
                      embedding_dim=config.embedding_dim, num_groups=config.num_groups, eps=config.norm_eps,
                      causal=config.causal, shortcut=config.shortcut, dtype=jnp.dtype(config.dtype))
-        folded = config.video_channels * config.patch_size ** 2
+        folded = config.video_channels * config.patch_size ** 2 * config.temporal_patch_size
         self.encoder = Encoder3D(in_channels=folded, rngs=rngs, **sizes)
         self.decoder = Decoder3D(out_channels=folded, rngs=rngs, **sizes)
         self.quantizer = _make_quantizer(config, rngs)
@@ -169,9 +175,9 @@ class VQGAN3D(nnx.Module):
         """float32 `[B, T, H, W, C]` → float32 latents `[B, t, H/f, W/f, D]`."""
         self._check_shape(jnp.shape(videos), "videos")
         x = jnp.asarray(videos).astype(jnp.dtype(self.config.dtype))
-        p = self.config.patch_size
-        if p > 1:
-            x = einops.rearrange(x, "b t (h p) (w q) c -> b t h w (p q c)", p=p, q=p)
+        p, r = self.config.patch_size, self.config.temporal_patch_size
+        if p > 1 or r > 1:
+            x = einops.rearrange(x, "b (t r) (h p) (w q) c -> b t h w (r p q c)", r=r, p=p, q=p)
         return self.encoder(x).astype(jnp.float32)
 
     @scoped("vqgan3d_decoder")
@@ -181,9 +187,9 @@ class VQGAN3D(nnx.Module):
         if len(shape) != 5 or shape[-1] != self.config.embedding_dim:
             raise ValueError(f"codes must be [batch, t, h, w, {self.config.embedding_dim}], got shape {shape}")
         x = self.decoder(jnp.asarray(codes).astype(jnp.dtype(self.config.dtype)))
-        p = self.config.patch_size
-        if p > 1:
-            x = einops.rearrange(x, "b t h w (p q c) -> b t (h p) (w q) c", p=p, q=p)
+        p, r = self.config.patch_size, self.config.temporal_patch_size
+        if p > 1 or r > 1:
+            x = einops.rearrange(x, "b t h w (r p q c) -> b (t r) (h p) (w q) c", r=r, p=p, q=p)
         return x.astype(jnp.float32)
 
     def __call__(self, videos, *, train: bool = False, rng=None):
