@@ -216,9 +216,10 @@ def test_video_workdir_trains_samples_and_reads_back(video_workdir, tmp_path, ca
     assert "--out" in err and ".gif" in err and "Traceback" not in err
 
 
-def test_video_edits_run_every_commit_task_and_reject_bad_inputs(video_workdir, tmp_path, capsys):
+def test_video_edits_run_every_commit_task_reject_bad_inputs_and_benchmark(video_workdir, tmp_path, capsys):
     """`mgt edit` on the :tiny multi-task workdir: each COMMIT task end to end on an .npz of clips (the
-    output keeps N, T, H, W), and every bad input is a one-line error naming the argument."""
+    output keeps N, T, H, W); every bad input is a one-line error naming the argument; then the video
+    quality benchmark on the same workdir."""
     from mgt.cli import main
     from mgt.training.trainer import load_pipeline
 
@@ -265,10 +266,8 @@ def test_video_edits_run_every_commit_task_and_reject_bad_inputs(video_workdir, 
     with pytest.raises(ValueError, match="--task inpaint: this workdir's model was trained for the tasks"):
         task._edit_task_name(argparse.Namespace(task="inpaint", region=None, box=None), trained)
 
-
-def test_video_quality_benchmark_smoke(video_workdir, tmp_path):
-    """benchmarks/video_quality.py end to end on the :tiny workdir: every section measured, JSON written
-    (the figures of a tiny model mean nothing; the main job's are in the README)."""
+    # benchmarks/video_quality.py end to end on the same workdir (one fixture build): every section
+    # measured, JSON written (the figures of a tiny model mean nothing; the main job's are in the README)
     spec = importlib.util.spec_from_file_location("mgt_benchmark_video_quality",
                                                   os.path.join(ROOT, "benchmarks", "video_quality.py"))
     module = importlib.util.module_from_spec(spec)
