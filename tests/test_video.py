@@ -108,7 +108,8 @@ def test_causal_tokenizer_first_frame_alone_and_later_frames_never_change_earlie
     # tubelets: 2 × 4 × 4 pixels folded into a cell; the token grid and the shapes follow (abstractly)
     tube = _tiny3d(patch_size=4, temporal_patch_size=2, channel_multipliers=(1,), temporal_downsample=())
     assert tube.token_spec((8, 16, 16, 1)).grid == (4, 4, 4)
-    assert jax.eval_shape(lambda v: tube.decode(tube.encode(v)), jnp.zeros((2, 8, 16, 16, 1))).shape == (2, 8, 16, 16, 1)
+    roundtrip = jax.eval_shape(lambda v: tube.decode(tube.encode(v)), jnp.zeros((2, 8, 16, 16, 1)))
+    assert roundtrip.shape == (2, 8, 16, 16, 1)
     with pytest.raises(ValueError, match="temporal_patch_size=1"):
         _tiny3d(causal=True, temporal_patch_size=2)
 

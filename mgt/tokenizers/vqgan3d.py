@@ -1,7 +1,7 @@
 """MAGVIT's 3D-VQ video tokenizer (registered as "vqgan3d").
 
 Videos are float32 `[B, T, H, W, C]` in [0, 1]; tokens are int32 `[B, T/f_t, H/f, W/f]`, with
-f = patch_size · 2**(levels - 1) and f_t = temporal_patch_size · = 2 to the number of `temporal_downsample` flags set (causal models:
+f = patch_size · 2**(levels - 1) and f_t = temporal_patch_size · 2**(`temporal_downsample` flags set) (causal models:
 `1 + (T-1)/f_t` token frames — the first frame on its own). The defaults are MAGVIT-B's UCF-101
 tokenizer (google-research/magvit `vqgan3d_ucf101_config.py`: filters 64, multipliers (1, 2, 2, 4),
 temporal downsampling (True, True, False), 2 residual blocks, 1024 codes of 256 dimensions, the VQ
@@ -107,8 +107,8 @@ class VQGAN3DConfig:
             if value not in allowed:
                 raise ValueError(f"VQGAN3DConfig.{name} must be one of {list(allowed)}, got {value!r}")
         if self.causal and self.temporal_patch_size > 1:
-            raise ValueError("VQGAN3DConfig: causal=True tokenizes the first frame alone; it takes temporal_patch_size=1, "
-                             f"got {self.temporal_patch_size}")
+            raise ValueError("VQGAN3DConfig: causal=True tokenizes the first frame alone; it takes "
+                             f"temporal_patch_size=1, got {self.temporal_patch_size}")
         if jnp.dtype(self.dtype) not in (jnp.float32, jnp.bfloat16, jnp.float16):
             raise ValueError(f"VQGAN3DConfig.dtype must be float32, bfloat16 or float16, got {self.dtype!r}")
 
