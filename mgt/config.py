@@ -91,6 +91,7 @@ def base_config() -> config_dict.ConfigDict:
     c.transformer_train.mask_schedule = "cosine"
     c.transformer_train.mask_structure = "random"  # see mgt.masking.STRUCTURES
     c.transformer_train.mask_block = 2  # block side (cells) of mask_structure="blocks"
+    c.transformer_train.task_weights = ()  # multi-task models: how often each of config.model.tasks is drawn
     # "masked": loss on the corrupted tokens (with conditional tasks: MAGVIT's mask+refine);
     # "all": on every token (MAGVIT's mask+refine+recons)
     c.transformer_train.loss_on = "masked"

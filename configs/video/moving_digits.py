@@ -87,6 +87,7 @@ def get_config(arg: str | None = None):
         c.data.source_kwargs = {"num_digits": 2 if arg.two else 1, "num_clips": 64}
         c.data.condition_frames = 1
         c.model.tasks = VIDEO_TASKS  # every COMMIT task, so that tests run each one
+        c.transformer_train.task_weights = (0.3,) + (0.1,) * 7
         c.tokenizer.quantizer, c.tokenizer.quantizer_options = "vq", {}
         c.tokenizer.patch_size, c.tokenizer.temporal_patch_size = 2, 1
         c.tokenizer.channel_multipliers = (1, 2, 2)  # 32 px → 16 cells → 4 × 4

@@ -78,6 +78,11 @@ class TransformerStage(Stage):
             raise ValueError(f"config.model.tasks={tasks}: conditional tasks need objective 'maskgit'")
         # bool [M, *grid]: each task's condition region (errors name the tasks the modality offers)
         self.task_regions = commit.task_regions(tasks, task.conditional_task, self.spec_in.grid) if tasks else None
+        weights = tuple(float(w) for w in (tc.get("task_weights", ()) or ()))
+        if weights and (len(weights) != len(tasks) or min(weights) < 0 or sum(weights) <= 0):
+            raise ValueError(f"config.transformer_train.task_weights={weights}: expected one weight >= 0 per task of "
+                             f"config.model.tasks {tasks} (not all 0), or () for uniform")
+        self.task_logits = np.log(np.asarray(weights or (1.0,) * len(tasks), np.float32)) if tasks else None
         self.setup_model()
 
     def make_model(self):
@@ -195,7 +200,7 @@ class TransformerStage(Stage):
                                                          schedule=tc.mask_schedule, block=tc.get("mask_block", 2))
             extra = {}
             if cfg.tasks:  # COMMIT: a task per example; its condition tokens shown inside its region
-                task_ids = jax.random.randint(k_task, (b,), 0, len(cfg.tasks))
+                task_ids = jax.random.categorical(k_task, jnp.asarray(self.task_logits), shape=(b,)).astype(jnp.int32)
                 region = jnp.asarray(self.task_regions)[task_ids]  # [B, *grid]
                 shape = (b, 1) + (1,) * (tokens.ndim - 1)
                 cond_tokens = jnp.take_along_axis(batch["condition_tokens"], task_ids.reshape(shape), axis=1)[:, 0]
