@@ -68,7 +68,7 @@ def main(argv=None):
 
     tokens = batched(encode, clips)
     recon = np.clip(batched(decode, tokens), 0, 1)
-    grey = lambda v: metrics.grey_frames(v)
+    grey = metrics.grey_frames
     counts = np.bincount(tokens.reshape(-1), minlength=tokenizer.codebook_size)
     prob = counts / counts.sum()
     record.update({

@@ -21,7 +21,13 @@ the objective's hooks; it knows nothing of what the inputs are. The trainable st
 
 from __future__ import annotations
 
+import functools
 from typing import Any, Callable, Protocol, runtime_checkable
+
+import jax
+import jax.numpy as jnp
+import numpy as np
+from flax import nnx
 
 from mgt.registry import Registry
 from mgt.tokens import TokenSpec
@@ -140,3 +146,26 @@ def resolve_tokenizer(name: str) -> Callable[..., Tokenizer]:
 def make_tokenizer(name: str, **kwargs) -> Tokenizer:
     """Build a tokenizer by registered name or import path, passing `kwargs` to it."""
     return resolve_tokenizer(name)(**kwargs)
+
+
+
+
+def apply_in_chunks(module, method: str, inputs, chunk: int = 64):
+    """`module.<method>` over `inputs` `[N, ...]` in batches of `chunk` (every batch padded to `chunk`, so
+    one shape is compiled), the module's weights an argument of one compiled function per (module structure,
+    method, shape) that every call shares → numpy `[N, ...]`.
+
+    E.g. `apply_in_chunks(tokenizer, "encode", clips)` tokenizes a data set; `"decode"` decodes tokens."""
+    graphdef, state = nnx.split(module)
+    inputs = np.asarray(inputs)
+    out = []
+    for i in range(0, len(inputs), chunk):
+        part = inputs[i:i + chunk]
+        padded = np.concatenate([part, np.zeros((chunk - len(part),) + part.shape[1:], part.dtype)])
+        out.append(np.asarray(_apply(graphdef, method, state, jnp.asarray(padded)))[:len(part)])
+    return np.concatenate(out)
+
+
+@functools.partial(jax.jit, static_argnums=(0, 1))
+def _apply(graphdef, method, state, x):
+    return getattr(nnx.merge(graphdef, state, copy=True), method)(x)

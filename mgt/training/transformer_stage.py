@@ -15,6 +15,7 @@ draws a task per example, shows its condition tokens at masked cells of its regi
 
 from __future__ import annotations
 
+import functools
 import hashlib
 import json
 import os
@@ -32,6 +33,7 @@ from mgt import commit, masking, sharding
 from mgt.condition import GENERATION_TASK, Condition
 from mgt.pipeline import GenerationPipeline
 from mgt.profiling import scope
+from mgt.tokenizers.base import apply_in_chunks
 from mgt.training.builders import transformer_config
 from mgt.training.optim import make_optimizer
 from mgt.training.state import Stage
@@ -115,18 +117,12 @@ class TransformerStage(Stage):
         source = self.task.source("train")
         self.task.check_source(source)
         copies = max(1, int(self.config.data.get("token_augmentations", 1)))
-        graphdef, state = nnx.split(self.tokenizer)
-        encode = jax.jit(lambda s, x: nnx.merge(graphdef, s, copy=True).encode(x))
         key, chunk = self.task.input_key, 64
         all_tokens, all_conditions = [], []
         tasks = self.model_config.tasks
         conditional = [None if name == GENERATION_TASK else self.task.conditional_task(name) for name in tasks]
-
-        def tokenize(inputs):
-            n = len(inputs)
-            if n < chunk:  # pad the last batch to keep one compiled shape
-                inputs = np.concatenate([inputs, np.zeros((chunk - n,) + inputs.shape[1:], inputs.dtype)])
-            return np.asarray(encode(state, jnp.asarray(inputs)))[:n]
+        # every batch is padded to `chunk`: one compiled shape (the tokenizer's weights are an argument)
+        tokenize = functools.partial(apply_in_chunks, self.tokenizer, "encode", chunk=chunk)
 
         for copy in range(copies):
             # copy 0 is the data as it is; further copies get the training augmentation, one ordered pass

@@ -21,6 +21,7 @@ from mgt.modalities.base import BaseTask, ensure_parent
 from mgt.modalities.video import io
 from mgt.modalities.video.commit_tasks import video_condition
 from mgt.modalities.video.sources import make_source
+from mgt.tokenizers.base import apply_in_chunks
 
 
 @dataclasses.dataclass(frozen=True)
@@ -186,7 +187,8 @@ class VideoTask(BaseTask):
         if labels is not None:
             condition = condition.replace(labels=np.asarray(labels, np.int32))
         region = commit.token_region(ct.given, model.config.grid)
-        cond_tokens = _encode(pipeline.tokenizer, ct.condition_inputs(clips))
+        cond_tokens = apply_in_chunks(pipeline.tokenizer, "encode", ct.condition_inputs(clips),
+                                      chunk=min(16, n))
         condition_tokens = np.where(region[None], cond_tokens, model.spec.mask_id).astype(np.int32)
         out = pipeline.generate(rng, condition=condition, tokens=model.spec.masked(n), num_steps=num_steps,
                                 condition_tokens=condition_tokens, guidance_scale=guidance_scale)
@@ -324,18 +326,3 @@ def _npz_labels(path: str, n: int):
             return None
         return np.asarray(f["labels"], np.int64)
 
-
-def _encode(tokenizer, clips, chunk: int = 16) -> np.ndarray:
-    """float32 `[N, T, S, S, C]` → int32 tokens, jit-compiled, in chunks (the last one padded)."""
-    import jax
-    import jax.numpy as jnp
-    from flax import nnx
-
-    graphdef, state = nnx.split(tokenizer)
-    encode = jax.jit(lambda s, x: nnx.merge(graphdef, s, copy=True).encode(x))
-    out = []
-    for i in range(0, len(clips), chunk):
-        part = clips[i:i + chunk]
-        pad = np.zeros((min(chunk, len(clips)) - len(part),) + part.shape[1:], part.dtype)
-        out.append(np.asarray(encode(state, jnp.asarray(np.concatenate([part, pad]))))[:len(part)])
-    return np.concatenate(out)
