@@ -4,6 +4,7 @@
     mgt sample --workdir DIR [--num N] [--steps 8] [--guidance 0] [--temperature 1] [--seed 0] --out FILE
                [the modality's options, e.g. --labels 0,1,2]
     mgt edit   --workdir DIR [--steps 12] [--seed 0] --out FILE [the modality's options]
+    mgt reconstruct --workdir DIR --input FILE --out FILE
     mgt convert maskgit --tokenizer FILE --transformer FILE --workdir DIR
 
 `sample` and `edit` parse the generic options and hand the rest to the workdir's task
@@ -22,6 +23,7 @@ COMMANDS = {
     "train": "train the tokenizer and/or the transformer from a config file",
     "sample": "generate samples from a trained workdir (the output format follows --out's extension)",
     "edit": "edit an input with a trained workdir (the modality's edits; --workdir D --help lists them)",
+    "reconstruct": "encode and decode an input with a workdir's tokenizer (what the tokens keep)",
     "convert": "convert official MaskGIT checkpoints into an mgt workdir",
 }
 
@@ -37,7 +39,8 @@ def main(argv=None) -> int:
     if command not in COMMANDS:
         print(f"mgt: unknown command {command!r}; expected one of {sorted(COMMANDS)}\n\n{_usage()}", file=sys.stderr)
         return 2
-    handler = {"train": _train, "sample": _sample, "edit": _edit, "convert": _convert}[command]
+    handler = {"train": _train, "sample": _sample, "edit": _edit, "reconstruct": _reconstruct,
+               "convert": _convert}[command]
     try:
         return handler(rest) or 0
     except KeyboardInterrupt:
@@ -209,6 +212,13 @@ def _sample(argv) -> int:
                    help="classifier-free guidance scale, >= 0 (default: the config's)")
     p.add_argument("--temperature", type=float, default=None, help="sampling temperature")
     p.add_argument("--choice-temperature", type=float, default=None, help="Gumbel noise of the confidence")
+    p.add_argument("--top-k", type=_number("--top-k", int, 0), default=None, help="sample from the k likeliest codes")
+    p.add_argument("--top-p", type=_number("--top-p", float, 0), default=None, help="nucleus sampling mass")
+    p.add_argument("--typical-p", type=_number("--typical-p", float, 0), default=None,
+                   help="locally typical sampling mass (VampNet)")
+    p.add_argument("--stages", default=None,
+                   help="multi-level tokens: 'flat' (one pool over positions and levels), steps per level "
+                        "'16,1,1,1' (SoundStorm), or 'levels:steps;...' (default: the config's)")
     p.add_argument("--batch-size", type=_number("--batch-size"), default=64,
                    help="samples generated at once; memory is bounded by it, not by --num (default 64)")
     if task is not None:
@@ -218,17 +228,16 @@ def _sample(argv) -> int:
     import jax
     import numpy as np
 
+    from mgt.sampling import decode_options
     from mgt.training.trainer import load_pipeline
 
     condition, num = task.sample_condition(args, args.num)
     _check_writable(args.out, "--out")
     pipe = load_pipeline(args.workdir)
-    s = config.sample
-    options = dict(
-        num_steps=int(args.steps or s.num_steps),
-        choice_temperature=float(s.choice_temperature if args.choice_temperature is None else args.choice_temperature),
-        temperature=float(s.temperature if args.temperature is None else args.temperature),
-        guidance_scale=float(s.guidance) if args.guidance is None else args.guidance)
+    options = decode_options(config.sample, pipe.spec.num_levels, num_steps=args.steps,
+                             choice_temperature=args.choice_temperature, temperature=args.temperature,
+                             guidance_scale=args.guidance, top_k=args.top_k, top_p=args.top_p,
+                             typical_p=args.typical_p, stages=args.stages)
     # one key per sample, whatever the batching: the same --seed gives the same samples at any --batch-size
     keys = jax.random.split(jax.random.key(args.seed), num)
     batch = min(args.batch_size, num)
@@ -267,6 +276,24 @@ def _edit(argv) -> int:
     outputs, condition = task.edit(args, pipe, jax.random.key(args.seed), num_steps=args.steps)
     task.write_samples(args.out, outputs, condition, grid=False)
     print(f"wrote the edited output to {args.out}")
+    return 0
+
+
+def _reconstruct(argv) -> int:
+    config, task = _workdir_task("mgt reconstruct", argv)
+    p = _parser("reconstruct", task, COMMANDS["reconstruct"])
+    p.add_argument("--input", required=True,
+                   help="an .npz in the layout `mgt sample` writes, or one file of the modality (image, video, audio)")
+    args = p.parse_args(argv)
+    task.check_output(args.out)
+    _check_writable(args.out, "--out")
+    inputs, condition = task.read_inputs(args.input, "--input")
+    from mgt.training.trainer import load_tokenizer
+
+    tokenizer, _ = load_tokenizer(args.workdir)
+    outputs = task.reconstruct(tokenizer, inputs)
+    task.write_samples(args.out, outputs, condition, grid=False)
+    print(f"wrote {len(outputs)} reconstruction{'s' if len(outputs) != 1 else ''} to {args.out}")
     return 0
 
 

@@ -91,6 +91,10 @@ def base_config() -> config_dict.ConfigDict:
     c.transformer_train.mask_schedule = "cosine"
     c.transformer_train.mask_structure = "random"  # see mgt.masking.STRUCTURES
     c.transformer_train.mask_block = 2  # block side (cells) of mask_structure="blocks"
+    # mask_structure="levelwise" (SoundStorm): the longest prompt prefix (share of axis 0) kept visible,
+    # and MAGNeT's spans (cells along axis 0 masked together; 0: independent cells)
+    c.transformer_train.prompt_fraction = 0.0
+    c.transformer_train.mask_span = 0
     c.transformer_train.task_weights = ()  # multi-task models: how often each of config.model.tasks is drawn
     # "masked": loss on the corrupted tokens (with conditional tasks: MAGVIT's mask+refine);
     # "all": on every token (MAGVIT's mask+refine+recons)
@@ -104,6 +108,12 @@ def base_config() -> config_dict.ConfigDict:
     c.sample.temperature = 1.0
     c.sample.guidance = 0.0
     c.sample.per_class = 1
+    c.sample.top_k = 0  # 0: off
+    c.sample.top_p = 1.0  # 1.0: off
+    c.sample.typical_p = 1.0  # locally typical sampling; 1.0: off
+    # multi-level tokens: "" one pool over (position, level) (VampNet), "16,1,1,1" steps per level
+    # (SoundStorm), or "0:16;1,2,3:2"
+    c.sample.stages = ""
 
     c.mesh = config_dict.ConfigDict()
     c.mesh.data = -1  # -1: every device not used by fsdp

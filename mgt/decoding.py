@@ -61,6 +61,7 @@ class DecodeOptions:
     temperature_final: float | None = None
     top_k: int | None = None
     top_p: float | None = None
+    typical_p: float | None = None
     confidence: str = "logprob"
     order: str = "confidence"
     guidance_scale: float = 0.0
@@ -87,6 +88,7 @@ def decode(
     temperature_final: float | None = None,
     top_k: int | None = None,
     top_p: float | None = None,
+    typical_p: float | None = None,
     confidence: str = "logprob",
     order: str = "confidence",
     guidance_scale: float = 0.0,
@@ -117,6 +119,8 @@ def decode(
       return_history: also return the state after each step, `[T, B, ...]`, positions still masked
         holding `mask_id` (steps before `start_step` hold the input).
       top_k / top_p: sample only from the k most likely codes / the smallest set of probability >= p.
+      typical_p: locally typical sampling (Meister et al. 2023; VampNet's sampler): keep the codes whose
+        surprisal −log p is closest to the distribution's entropy, the smallest such set of mass >= typical_p.
       confidence: "logprob" (official) or "logit" (raw logit of the sampled code).
       order: "confidence" (official), "random" (uniformly random order) or "halton" (a fixed
         low-discrepancy order over the grid: spread-out positions first).
@@ -139,7 +143,8 @@ def decode(
     tokens, keys, opts, condition_tokens = prepare(
         logits_fn, tokens, rng, mask_id=mask_id, num_steps=num_steps, schedule=schedule,
         choice_temperature=choice_temperature, temperature=temperature, return_history=return_history,
-        temperature_final=temperature_final, top_k=top_k, top_p=top_p, confidence=confidence, order=order,
+        temperature_final=temperature_final, top_k=top_k, top_p=top_p, typical_p=typical_p, confidence=confidence,
+        order=order,
         guidance_scale=guidance_scale, guidance_schedule=guidance_schedule, start_step=start_step, stages=stages,
         condition_tokens=condition_tokens)
     if jax.tree.leaves(logits_fn) != [logits_fn]:
@@ -266,7 +271,7 @@ def _decode_stage(logits_fn, flat, keys, active, num_steps, start_step, shape, p
         step_keys = jax.vmap(lambda k: jax.random.fold_in(k, step))(keys)
         sample_keys, choice_keys = jax.vmap(lambda k: tuple(jax.random.split(k)))(step_keys)
         temperature = _temperature(step, num_steps, opts)
-        filtered = _filter_logits(logits / temperature, opts.top_k, opts.top_p)
+        filtered = _filter_logits(logits / temperature, opts.top_k, opts.top_p, opts.typical_p)
         sampled = jax.vmap(jax.random.categorical)(sample_keys, filtered).astype(jnp.int32)
         sampled = jnp.where(unknown, sampled, cur)
 
@@ -355,8 +360,8 @@ def _temperature(step, num_steps, opts):
     return opts.temperature + (opts.temperature_final - opts.temperature) * frac
 
 
-def _filter_logits(logits, top_k, top_p):
-    """Set logits outside the top-k / nucleus-p set to -inf. logits float32 `[B, N, V]`.
+def _filter_logits(logits, top_k, top_p, typical_p=None):
+    """Set logits outside the top-k / nucleus-p / typical-p set to -inf. logits float32 `[B, N, V]`.
 
     The kept set is built from indices, never by comparing against a recomputed threshold: XLA may
     fuse the logits' computation twice with different rounding, and a threshold test could then
@@ -371,6 +376,17 @@ def _filter_logits(logits, top_k, top_p):
         probs = jnp.take_along_axis(jax.nn.softmax(logits, -1), order, -1)
         # keep the smallest prefix whose mass reaches p (the most likely code is always kept)
         keep_sorted = (jnp.cumsum(probs, -1) - probs) < top_p
+        keep = jnp.put_along_axis(jnp.zeros(logits.shape, bool), order, keep_sorted, axis=-1, inplace=False)
+        logits = jnp.where(keep, logits, -jnp.inf)
+    if typical_p is not None and typical_p < 1.0:
+        log_probs = jax.nn.log_softmax(logits, -1)
+        probs = jnp.exp(log_probs)
+        entropy = -jnp.sum(jnp.where(probs > 0, probs * log_probs, 0.0), -1, keepdims=True)
+        # codes ordered by how far their surprisal is from the entropy (excluded codes last)
+        distance = jnp.where(jnp.isfinite(log_probs), jnp.abs(-log_probs - entropy), jnp.inf)
+        order = jnp.argsort(distance, axis=-1)
+        sorted_probs = jnp.take_along_axis(probs, order, -1)
+        keep_sorted = (jnp.cumsum(sorted_probs, -1) - sorted_probs) < typical_p  # the first code always kept
         keep = jnp.put_along_axis(jnp.zeros(logits.shape, bool), order, keep_sorted, axis=-1, inplace=False)
         logits = jnp.where(keep, logits, -jnp.inf)
     return logits
@@ -474,6 +490,8 @@ def _validate(opts: DecodeOptions, tokens):
         raise ValueError(f"top_k={opts.top_k}; expected an integer >= 1 or None")
     if opts.top_p is not None and not 0.0 < opts.top_p <= 1.0:
         raise ValueError(f"top_p={opts.top_p}; expected 0 < top_p <= 1 or None")
+    if opts.typical_p is not None and not 0.0 < opts.typical_p <= 1.0:
+        raise ValueError(f"typical_p={opts.typical_p}; expected 0 < typical_p <= 1 or None")
     if opts.stages is not None:
         k = tokens.shape[-1]
         seen = set()

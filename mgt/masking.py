@@ -8,7 +8,8 @@ schedule of `mgt.schedules`) and which ones (the structure):
     "prefix"    the first cells along an axis — outpainting towards the start
     "suffix"    the last cells along an axis — continuation, frame prediction
     "levelwise" residual levels: levels below a random level q visible, level q masked at γ(r)·N
-                cells, levels above q fully masked — SoundStorm
+                cells, levels above q fully masked — SoundStorm (with its prompt prefix, and MAGNeT's
+                spans of frames, as options)
     "blocks"    random blocks of `block` cells per axis (the same score over a block) — MAGVIT's 3D
                 block masks
     "frame_ordered"  the last slices along axis 0 first, random within the slice where the count ends
@@ -152,26 +153,54 @@ def commit_inputs(tokens, mask, condition_tokens, region, mask_id: int):
     return inputs.astype(jnp.int32), shown.astype(jnp.int32)
 
 
-def levelwise_mask(rng, counts, grid: Sequence[int], num_levels: int):
+def levelwise_mask(rng, counts, grid: Sequence[int], num_levels: int, *, prompt_fraction: float = 0.0,
+                   span: int = 0):
     """SoundStorm masking. Returns `(mask, loss_mask)`, both bool `[B, *grid, K]`.
 
-    Per example a level q ~ U{0..K-1}: levels < q visible, level q masked at `counts[b]` random cells,
-    levels > q fully masked. The loss is taken on the masked cells of level q only (`loss_mask`).
+    Per example a level q ~ U{0..K-1}: levels < q visible, level q masked at `counts[b]` cells (scaled
+    to the cells outside the prompt), levels > q fully masked. The loss is taken on the masked cells of
+    level q only (`loss_mask`).
+
+    `prompt_fraction` > 0: SoundStorm's prompt — the first p ~ U{0..⌊prompt_fraction · grid[0]⌋} slices
+    along axis 0 stay visible at every level (no loss there), so the model learns to continue a prompt.
+    `span` > 0: the level-q cells are chosen in spans of `span` slices along axis 0 (MAGNeT's span
+    masking, spans of 3 frames of audio) rather than independently.
     """
-    k_level, k_cells = jax.random.split(rng)
-    b = counts.shape[0]
+    grid = tuple(grid)
+    k_level, k_cells, k_prompt = jax.random.split(rng, 3)
+    b, n, length = counts.shape[0], math.prod(grid), grid[0]
     q = jax.random.randint(k_level, (b,), 0, num_levels).reshape((b,) + (1,) * (len(grid) + 1))
-    cells = random_mask(k_cells, counts, grid)[..., None]  # [B, *grid, 1]
+    frame = jnp.arange(length).reshape((1, length) + (1,) * (len(grid) - 1))
+    prompt = jnp.zeros((b,) + grid, bool)
+    if prompt_fraction > 0:
+        longest = int(math.floor(prompt_fraction * length))
+        p = jax.random.randint(k_prompt, (b,), 0, longest + 1).reshape((b,) + (1,) * len(grid))
+        prompt = jnp.broadcast_to(frame < p, (b,) + grid)
+        free = n - prompt.reshape(b, -1).sum(-1)
+        counts = jnp.clip(jnp.ceil(counts * free / n).astype(jnp.int32), jnp.minimum(free, 1), free)
+    if span > 0:
+        k_score, k_offset, k_jitter = jax.random.split(k_cells, 3)
+        # a span lattice at a random offset, one score per span (as `block_mask`), prompt cells last
+        coarse = (-(-length // span) + 1,) + grid[1:]
+        score = jnp.repeat(jax.random.uniform(k_score, (b,) + coarse), span, axis=1)
+        offsets = jax.random.randint(k_offset, (b,), 0, span)
+        score = jax.vmap(lambda sc, off: jax.lax.dynamic_slice_in_dim(sc, off, length, axis=0))(score, offsets)
+        score = score + 1e-3 * jax.random.uniform(k_jitter, score.shape)
+    else:
+        score = jax.random.uniform(k_cells, (b,) + grid)
+    cells = _lowest(jnp.where(prompt, 2.0, score), counts)[..., None]  # [B, *grid, 1]
     level = jnp.arange(num_levels).reshape((1,) * (len(grid) + 1) + (num_levels,))
     loss_mask = cells & (level == q)
-    mask = loss_mask | (level > q)
+    mask = loss_mask | ((level > q) & ~prompt[..., None])
     return mask, loss_mask
 
 
 @scoped("masking")
 def make_training_mask(rng, spec: TokenSpec, batch_size: int, *, structure="random", schedule="cosine",
-                       min_ratio=0.0, axis=0, block: Sequence[int] | int = 2):
-    """Sample a training mask for a batch on `spec`'s grid (`block`: the block size of "blocks").
+                       min_ratio=0.0, axis=0, block: Sequence[int] | int = 2, prompt_fraction: float = 0.0,
+                       span: int = 0):
+    """Sample a training mask for a batch on `spec`'s grid (`block`: the block size of "blocks";
+    `prompt_fraction`, `span`: SoundStorm's prompt and MAGNeT's spans for "levelwise").
 
     Returns `(mask, loss_mask)`: bool `[B, *grid]` (K == 1) or `[B, *grid, K]`. `mask` marks the
     tokens replaced by the mask id; `loss_mask` those the loss is taken on (equal to `mask` except
@@ -187,7 +216,8 @@ def make_training_mask(rng, spec: TokenSpec, batch_size: int, *, structure="rand
     else:
         counts = sample_mask_counts(k_count, batch_size, spec.num_cells, schedule=schedule, min_ratio=min_ratio)
         if structure == "levelwise":
-            return levelwise_mask(k_where, counts, spec.grid, spec.num_levels)
+            return levelwise_mask(k_where, counts, spec.grid, spec.num_levels, prompt_fraction=prompt_fraction,
+                                  span=span)
         if structure == "blocks":
             cells = block_mask(k_where, counts, spec.grid, block)
         elif structure == "frame_ordered":

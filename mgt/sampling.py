@@ -165,3 +165,56 @@ def sample(model, rng, *, batch_size: int | None = None, labels=None, context=No
                               context_mask=context_mask, condition=condition, tokens=tokens,
                               guidance_scale=decode_kwargs.get("guidance_scale", 0.0))
     return decode(fn, tokens, rng, mask_id=model.spec.mask_id if mask_id is None else mask_id, **decode_kwargs)
+
+
+def parse_stages(text, num_levels: int, *, argument: str = "config.sample.stages"):
+    """A decoding plan over code levels, from text → `decode(stages=)` (None: one pool over every level).
+
+    `""` or `"flat"`: one pool over (position, level) — VampNet; with K == 1 the only plan.
+    `"16,1,1,1"`: one stage per level, with that many steps each — SoundStorm (K numbers).
+    `"0:16;1,2,3:2"`: explicit stages `levels:steps`, separated by `;`.
+    """
+    text = str(text or "").strip().lower()
+    if text in ("", "flat"):
+        return None
+    try:
+        if ":" in text:
+            stages = []
+            for part in text.split(";"):
+                levels, steps = part.split(":")
+                stages.append((tuple(int(x) for x in levels.split(",")), int(steps)))
+        else:
+            steps = [int(x) for x in text.split(",")]
+            if len(steps) != num_levels:
+                raise ValueError(f"{argument} {text!r}: give one step count per code level ({num_levels}), "
+                                 "or 'levels:steps;...'")
+            stages = [((k,), s) for k, s in enumerate(steps)]
+    except ValueError as e:
+        if str(e).startswith(argument):
+            raise
+        raise ValueError(f"{argument} {text!r}: expected 'flat', steps per level like '16,1,1,1', or "
+                         "'0:16;1,2,3:2'") from None
+    levels = sorted(k for lv, _ in stages for k in lv)
+    if levels != list(range(num_levels)) or min(s for _, s in stages) < 1:
+        raise ValueError(f"{argument} {text!r}: every level 0..{num_levels - 1} exactly once, steps >= 1")
+    return stages
+
+
+def decode_options(sample_config, num_levels: int = 1, **overrides) -> dict:
+    """Keyword arguments of `decode` / `GenerationPipeline.generate` from a config's `sample` section
+    (num_steps, temperatures, guidance, top-k / top-p / typical filtering, the level plan `stages`);
+    `overrides` that are not None replace the config's values (e.g. from command-line options)."""
+    s = sample_config
+    values = dict(num_steps=s.num_steps, choice_temperature=s.choice_temperature, temperature=s.temperature,
+                  guidance_scale=s.guidance, top_k=s.get("top_k", 0), top_p=s.get("top_p", 1.0),
+                  typical_p=s.get("typical_p", 1.0), stages=s.get("stages", ""))
+    values.update({k: v for k, v in overrides.items() if v is not None})
+    out = dict(num_steps=int(values["num_steps"]), choice_temperature=float(values["choice_temperature"]),
+               temperature=float(values["temperature"]), guidance_scale=float(values["guidance_scale"]))
+    # 0 / 1.0 turn a filter off (ml_collections fields cannot hold None)
+    out["top_k"] = int(values["top_k"]) or None
+    out["top_p"] = None if float(values["top_p"]) >= 1.0 else float(values["top_p"])
+    out["typical_p"] = None if float(values["typical_p"]) >= 1.0 else float(values["typical_p"])
+    argument = "--stages" if "stages" in overrides and overrides["stages"] is not None else "config.sample.stages"
+    out["stages"] = parse_stages(values["stages"], num_levels, argument=argument)
+    return out

@@ -159,6 +159,38 @@ def test_top_k_one_is_greedy():
     assert (out == np.asarray(stub_logits(jnp.asarray(tokens))).argmax(-1)).all()
 
 
+def test_typical_filter_keeps_the_codes_nearest_the_entropy():
+    from mgt.decoding import _filter_logits
+
+    # one dominant code and a flat tail: the kept codes are those whose surprisal is nearest the entropy
+    probs = np.array([0.66] + [0.34 / 17] * 17)
+    logits = jnp.log(jnp.asarray(probs, jnp.float32))[None, None]
+    kept = np.isfinite(np.asarray(_filter_logits(logits, None, None, 0.3)))[0, 0]
+    entropy = -(probs * np.log(probs)).sum()
+    distance = np.abs(-np.log(probs) - entropy)
+    assert kept.sum() >= 1 and distance[kept].max() <= distance[~kept].min()
+    assert np.isfinite(np.asarray(_filter_logits(logits, None, None, 1.0))).all()  # 1.0: off
+
+
+def test_decode_options_from_a_sample_config():
+    from ml_collections import config_dict
+
+    from mgt.config import base_config
+    from mgt.sampling import decode_options, parse_stages
+
+    s = base_config().sample
+    opts = decode_options(s, 4)
+    assert opts["stages"] is None and opts["top_k"] is None and opts["typical_p"] is None
+    opts = decode_options(s, 4, stages="16,1,1,2", typical_p=0.9, num_steps=3)
+    assert opts["stages"] == [((0,), 16), ((1,), 1), ((2,), 1), ((3,), 2)]
+    assert opts["typical_p"] == 0.9 and opts["num_steps"] == 3
+    assert parse_stages("0:12;1,2,3:2", 4) == [((0,), 12), ((1, 2, 3), 2)]
+    for bad in ("16,1,1", "0:4;0:2", "x", "0:0;1:1"):
+        with pytest.raises(ValueError, match="--stages"):
+            decode_options(s, 2, stages=bad)
+    assert isinstance(s, config_dict.ConfigDict)
+
+
 def test_halton_order_commits_spread_out_positions_first():
     tokens = np.full((1, 8, 8), MASK, np.int32)
     _, hist = decode(stub_logits, tokens, jax.random.key(0), mask_id=MASK, num_steps=8, order="halton",
@@ -190,6 +222,7 @@ def test_classifier_free_guidance_batches_both_passes():
     (dict(start_step=8), "start_step"),
     (dict(order="sideways"), "order"),
     (dict(top_p=1.5), "top_p"),
+    (dict(typical_p=0.0), "typical_p"),
     (dict(stages=[(5, 2)]), "level"),
 ])
 def test_bad_arguments_raise_value_errors(kwargs, match):

@@ -83,6 +83,27 @@ def test_levelwise_mask_follows_soundstorm():
         assert loss[b, :, q].sum() == [3, 5, 2, 4][b]
 
 
+def test_levelwise_prompt_and_spans():
+    """SoundStorm's prompt prefix stays visible at every level with no loss; MAGNeT's spans mask runs of frames."""
+    counts = jnp.array([6, 6, 6, 6, 6, 6, 6, 6])
+    mask, loss = masking.levelwise_mask(jax.random.key(7), counts, (24,), 3, prompt_fraction=0.5, span=3)
+    mask, loss = np.asarray(mask), np.asarray(loss)
+    prompts = []
+    for b in range(8):
+        visible_frames = ~mask[b].any(-1)
+        p = int(np.argmin(visible_frames)) if not visible_frames.all() else 24
+        prompts.append(p)
+        assert p <= 12 and not loss[b, :p].any() and not mask[b, :p].any()
+        q = int(np.flatnonzero(loss[b].any(0))[0])
+        assert mask[b, p:, q + 1:].all()  # higher levels masked outside the prompt
+        frames = np.flatnonzero(loss[b, :, q])
+        assert 1 <= len(frames) <= 6
+        runs = np.split(frames, np.flatnonzero(np.diff(frames) != 1) + 1)
+        # spans of 3 frames: cut only by the lattice ends, the prompt or where the count ends
+        assert sum(len(r) >= 2 for r in runs) >= len(runs) - 2
+    assert len(set(prompts)) > 1  # the prompt length is drawn per example
+
+
 @pytest.mark.parametrize("structure", ["random", "box", "prefix", "suffix", "levelwise"])
 def test_make_training_mask_shapes(structure):
     spec = TokenSpec((4, 6), 16, num_levels=2)

@@ -66,10 +66,18 @@ def test_sample_npz_and_png(workdir, tmp_path, capsys):
     assert data["images"].dtype == np.uint8 and data["images"].shape == (5, 16, 16, 3)
     assert data["labels"].tolist() == [3, 7, 3, 7, 3]
     png = str(tmp_path / "s.png")
-    assert cli.main(["sample", "--workdir", workdir, "--steps", "4", "--out", png]) == 0
+    assert cli.main(["sample", "--workdir", workdir, "--steps", "4", "--typical-p", "0.9", "--top-k", "8",
+                     "--out", png]) == 0
     from PIL import Image
 
     assert Image.open(png).size[0] > 64
+    # `mgt reconstruct`: the .npz's images through the tokenizer, same N and labels
+    recon = str(tmp_path / "r.npz")
+    assert cli.main(["reconstruct", "--workdir", workdir, "--input", out, "--out", recon]) == 0
+    again = np.load(recon)
+    assert again["images"].shape == (5, 16, 16, 3) and again["labels"].tolist() == [3, 7, 3, 7, 3]
+    assert cli.main(["reconstruct", "--workdir", workdir, "--input", str(tmp_path / "none.npz"), "--out", recon]) == 1
+    assert "--input" in capsys.readouterr().err
 
 
 def test_digits_quality_benchmark_on_a_trained_workdir(workdir, tmp_path):

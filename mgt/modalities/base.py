@@ -69,6 +69,13 @@ class Task(Protocol):
     def read_input(self, path: str) -> np.ndarray:
         """A file → one model input, float32 `[*input_shape]` (raises ValueError naming the path)."""
 
+    def read_inputs(self, path: str, argument: str = "--input") -> tuple[np.ndarray, Condition]:
+        """A file → every input it holds, float32 `[N, ...]` (an `.npz` as `mgt sample` writes it, or one
+        media file), with the file's labels as a `Condition` when it has them (`mgt reconstruct`)."""
+
+    def reconstruct(self, tokenizer, inputs) -> np.ndarray:
+        """Encode and decode `inputs` `[N, ...]` with `tokenizer` → reconstructions of the same shape."""
+
     def write_samples(self, path: str, outputs, condition: Condition | None = None, *, grid: bool = True) -> None:
         """Write generated outputs `[N, *input_shape]`; the format follows the extension of `path`.
         `grid=False` writes the outputs as they are (an edit) rather than as a labelled overview."""
@@ -180,6 +187,20 @@ class BaseTask:
 
     def edit(self, args, pipeline, rng, *, num_steps: int):
         raise ValueError(f"the {self.name!r} task offers no edits")
+
+    # ---- files ----------------------------------------------------------------------------------------
+    def read_inputs(self, path: str, argument: str = "--input") -> tuple[np.ndarray, Condition]:
+        """One input file (`read_input`) → float32 `[1, *input_shape]` and an empty condition."""
+        return np.asarray(self.read_input(path, argument))[None], Condition()
+
+    def reconstruct(self, tokenizer, inputs) -> np.ndarray:
+        """`tokenizer.decode(tokenizer.encode(inputs))` in compiled batches of at most 16 → numpy."""
+        from mgt.tokenizers.base import apply_in_chunks
+
+        inputs = np.asarray(inputs, np.float32)
+        chunk = min(16, len(inputs))
+        tokens = apply_in_chunks(tokenizer, "encode", inputs, chunk=chunk)
+        return apply_in_chunks(tokenizer, "decode", tokens, chunk=chunk)
 
     # ---- metrics ------------------------------------------------------------------------------------
     def reconstruction_metrics(self, inputs, reconstructions) -> dict[str, float]:

@@ -158,6 +158,17 @@ def train(config, workdir: str, *, stage: str = "all", quiet: bool = False) -> d
     return out
 
 
+def load_tokenizer(workdir: str):
+    """`(tokenizer, step)`: the EMA tokenizer of a trained workdir's latest checkpoint (any modality)."""
+    config = load_config(workdir)
+    task = make_task(config)
+    mesh = make_mesh(config)
+    with jax.set_mesh(mesh):
+        stage = TokenizerStage(config, task, mesh, workdir=workdir)
+        state, step = latest_state(stage, workdir, inference=True)
+        return stage.model_from_state(state), step
+
+
 def load_pipeline(workdir: str):
     """The generation pipeline of a trained workdir (any modality; EMA weights of the latest checkpoints).
 

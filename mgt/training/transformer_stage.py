@@ -33,6 +33,7 @@ from mgt import commit, masking, sharding
 from mgt.condition import GENERATION_TASK, Condition
 from mgt.pipeline import GenerationPipeline
 from mgt.profiling import scope
+from mgt.sampling import decode_options
 from mgt.tokenizers.base import apply_in_chunks
 from mgt.training.builders import transformer_config
 from mgt.training.optim import make_optimizer
@@ -85,6 +86,15 @@ class TransformerStage(Stage):
             raise ValueError(f"config.transformer_train.task_weights={weights}: expected one weight >= 0 per task of "
                              f"config.model.tasks {tasks} (not all 0), or () for uniform")
         self.task_logits = np.log(np.asarray(weights or (1.0,) * len(tasks), np.float32)) if tasks else None
+        self.prompt_fraction, self.mask_span = float(tc.get("prompt_fraction", 0.0)), int(tc.get("mask_span", 0))
+        if not 0.0 <= self.prompt_fraction < 1.0:
+            raise ValueError(f"config.transformer_train.prompt_fraction={self.prompt_fraction}: expected 0 <= x < 1")
+        if self.mask_span < 0:
+            raise ValueError(f"config.transformer_train.mask_span={self.mask_span}: expected >= 0 (0: no spans)")
+        if (self.prompt_fraction or self.mask_span) and tc.mask_structure != "levelwise":
+            raise ValueError("config.transformer_train.prompt_fraction / mask_span apply to "
+                             f"mask_structure='levelwise', not {tc.mask_structure!r}")
+        decode_options(config.sample, self.spec_in.num_levels)  # sampling options checked before training
         self.setup_model()
 
     def make_model(self):
@@ -193,7 +203,8 @@ class TransformerStage(Stage):
                 return loss, (jnp.zeros(()), nnx.state(model, nnx.Not(nnx.Param)))
         else:
             mask, loss_mask = masking.make_training_mask(k_mask, cfg.spec, b, structure=tc.mask_structure,
-                                                         schedule=tc.mask_schedule, block=tc.get("mask_block", 2))
+                                                         schedule=tc.mask_schedule, block=tc.get("mask_block", 2),
+                                                         prompt_fraction=self.prompt_fraction, span=self.mask_span)
             extra = {}
             if cfg.tasks:  # COMMIT: a task per example; its condition tokens shown inside its region
                 task_ids = jax.random.categorical(k_task, jnp.asarray(self.task_logits), shape=(b,)).astype(jnp.int32)
@@ -252,13 +263,12 @@ class TransformerStage(Stage):
             return {}  # the AR baseline is sampled with mgt.ar.ar_sample (see benchmarks)
         if self.model_config.tasks and GENERATION_TASK not in self.model_config.tasks:
             return {}  # no plain generation task to sample; the conditional tasks are run by `mgt edit`
-        s = self.config.sample
         cond, n = self.sample_condition()
         pipe = GenerationPipeline(self.model_from_state(state), self.tokenizer)
-        out = pipe.generate(jax.random.key(int(self.config.seed)), condition=cond, batch_size=n,
-                            num_steps=int(s.num_steps), choice_temperature=float(s.choice_temperature),
-                            temperature=float(s.temperature),
-                            guidance_scale=float(s.guidance) if self.model_config.null_condition else 0.0)
+        options = decode_options(self.config.sample, self.spec_in.num_levels)
+        if not self.model_config.null_condition:
+            options["guidance_scale"] = 0.0
+        out = pipe.generate(jax.random.key(int(self.config.seed)), condition=cond, batch_size=n, **options)
         out = sharding.to_host(out)  # every process generates (SPMD); one writes the grid
         path = path or os.path.join(self.workdir, "samples",
                                     f"transformer_step_{step:06d}{self.task.output_extensions[0]}")

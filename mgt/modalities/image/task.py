@@ -90,6 +90,26 @@ class ImageTask(BaseTask):
             print(f"mgt: warning: {note}", file=sys.stderr)
         return to_float(resize_and_crop(image, self.image_size))
 
+    def read_inputs(self, path: str, argument: str = "--input"):
+        """An `.npz` as `mgt sample` writes it (`images` uint8 `[N, S, S, 3]`, optional `labels`) or one
+        image file → (float32 `[N, S, S, 3]`, its labels as a `Condition`)."""
+        if not str(path).lower().endswith(".npz"):
+            return self.read_input(path, argument)[None], Condition()
+        if not os.path.isfile(path):
+            raise ValueError(f"{argument} {path!r}: no such file")
+        try:
+            with np.load(path) as f:
+                images = np.asarray(f["images"])
+                labels = np.asarray(f["labels"]) if "labels" in f.files else None
+        except (KeyError, ValueError, OSError) as e:
+            raise ValueError(f"{argument} {path!r}: expected an .npz with 'images' uint8 [N, S, S, 3] ({e})") from None
+        s = self.image_size
+        if images.ndim != 4 or images.shape[1:] != (s, s, 3):
+            raise ValueError(f"{argument} {path!r}: 'images' must be [N, {s}, {s}, 3], got {images.shape}")
+        condition = Condition() if labels is None or labels.shape != (len(images),) else Condition(
+            labels=labels.astype(np.int32))
+        return images.astype(np.float32) / (255.0 if images.dtype == np.uint8 else 1.0), condition
+
     def write_samples(self, path: str, outputs, condition: Condition | None = None, *, grid: bool = True) -> None:
         """Images float32 `[N, S, S, 3]` → a PNG (a grid labelled with the classes, whole classes per row;
         with `grid=False` the first image at its own size) or an .npz of uint8 `images` and `labels`."""

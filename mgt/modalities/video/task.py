@@ -236,6 +236,12 @@ class VideoTask(BaseTask):
         frames = self.read_clips(path, argument)
         return frames[0]
 
+    def read_inputs(self, path: str, argument: str = "--input"):
+        """Every clip of an `.npz` or one video file (`read_clips`), with the `.npz`'s labels if it has them."""
+        clips = self.read_clips(path, argument)
+        labels = _npz_labels(path, len(clips))
+        return clips, Condition() if labels is None else Condition(labels=labels.astype(np.int32))
+
     def read_clips(self, path: str, argument: str = "--input") -> np.ndarray:
         """Every clip of an `.npz` (`videos` uint8 `[N, T, H, W, C]`, C = 1 or 3) or one video file →
         float32 `[N, T, S, S, C]` in the model's channels. Clips must have the model's T, H and W; a
