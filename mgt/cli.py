@@ -249,7 +249,7 @@ def _sample(argv) -> int:
             n = min(batch, num - start)
             rows = np.minimum(np.arange(start, start + batch), num - 1)  # the last batch padded: one compiled shape
             cond = condition if condition.is_empty else condition.take(rows)
-            outputs = pipe.generate(keys[rows], condition=cond, batch_size=batch, **options)
+            outputs = task.generate(pipe, keys[rows], cond, batch, args, **options)
             writer.add(np.asarray(outputs)[:n], cond.take(slice(0, n)))
         writer.close()
     except BaseException:

@@ -11,7 +11,8 @@ from __future__ import annotations
 from mgt.modalities.base import BaseTask, Task
 from mgt.registry import Registry
 
-_TASKS = Registry("modality", builtin_modules=("mgt.modalities.image.task", "mgt.modalities.video.task"))
+_TASKS = Registry("modality", builtin_modules=("mgt.modalities.image.task", "mgt.modalities.video.task",
+                                               "mgt.modalities.audio.task"))
 
 
 def register_task(name: str):

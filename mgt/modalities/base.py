@@ -94,6 +94,11 @@ class Task(Protocol):
     def sample_condition(self, args: argparse.Namespace, num: int | None) -> tuple[Condition, int]:
         """The condition of `mgt sample` from its arguments and the number of samples it makes."""
 
+    def generate(self, pipeline, keys, condition: Condition, batch_size: int, args: argparse.Namespace,
+                 **options):
+        """One batch of `mgt sample`: B outputs `[B, ...]` for `keys` `[B]` and `condition` (decode
+        `options`); a modality may generate more than the model's window here (e.g. longer audio)."""
+
     def add_edit_arguments(self, parser: argparse.ArgumentParser) -> None:
         """Add the modality's options of `mgt edit` (the image task: `--image --box --label --mode`)."""
 
@@ -168,6 +173,10 @@ class BaseTask:
             raise ValueError(f"this workdir's model is conditioned on a context sequence; the {self.name!r} task "
                              "has no command-line option to give one (use mgt.load_pipeline from Python)")
         return Condition(), num or 16
+
+    def generate(self, pipeline, keys, condition: Condition, batch_size: int, args, **options):
+        """`pipeline.generate` on the model's own grid."""
+        return pipeline.generate(keys, condition=condition, batch_size=batch_size, **options)
 
     def class_labels(self, per_class: int) -> np.ndarray:
         """int32 `[num_classes · per_class]`: every class `per_class` times, grouped by class."""

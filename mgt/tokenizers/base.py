@@ -125,7 +125,8 @@ def training_objective(tokenizer_name: str, train_config, input_shape: tuple[int
     return make(train_config, tuple(input_shape), seed)
 
 
-_REGISTRY = Registry("tokenizer", builtin_modules=("mgt.tokenizers.vqgan", "mgt.tokenizers.vqgan3d"))
+_REGISTRY = Registry("tokenizer", builtin_modules=("mgt.tokenizers.vqgan", "mgt.tokenizers.vqgan3d",
+                                                   "mgt.tokenizers.codec"))
 
 
 def register_tokenizer(name: str):
