@@ -181,3 +181,27 @@ def test_audio_quality_benchmark_smoke(audio_workdir, tmp_path):
     g = record["generation"]
     assert g["samples"] == 10 and 0 <= g["samples_labelled_with_their_class"] <= 1
     assert record["continuation"]["clips"] == 4
+
+
+@pytest.mark.parametrize("name,grid,levels", [("speech16k", (150,), 12), ("music44k", (430,), 9)])
+def test_dac_recipes_build_on_their_token_grids(name, grid, levels):
+    """The DAC-size recipes: 50 / 86 frames per second, 12 / 9 levels of 1024 codes, the folder source
+    (built abstractly: nothing is initialised or compiled)."""
+    from flax import nnx
+
+    from mgt.modalities import make_task
+    from mgt.training import builders
+
+    for arg in ("", "runlocal"):
+        spec = importlib.util.spec_from_file_location(f"audio_{name}", os.path.join(ROOT, "configs", "audio",
+                                                                                   f"{name}.py"))
+        module = importlib.util.module_from_spec(spec)
+        spec.loader.exec_module(module)
+        c = module.get_config(arg)
+        task = make_task(c)
+        tokens = nnx.eval_shape(lambda: builders.make_tokenizer(c)).token_spec(task.input_shape)
+        assert tokens.grid == grid and tokens.num_levels == levels
+        assert tokens.codebook_size == (64 if arg else 1024)
+        assert builders.transformer_config(c, tokens).num_levels == levels
+    with pytest.raises(ValueError, match="config.data.path"):
+        task.source("train")

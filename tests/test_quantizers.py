@@ -455,3 +455,13 @@ def test_quantizer_graph_definitions_are_hashable():
               VectorQuantizer(8, 4, rngs=rngs), LookupFreeQuantizer(3, rngs=rngs),
               ResidualVectorQuantizer(2, 8, 4, rngs=rngs)):
         hash(nnx.graphdef(q))
+
+
+def test_l2_normalize_has_finite_gradients_at_zero():
+    """Silent audio through a bias-free codec gives exactly zero latents: the gradient must stay finite."""
+    from mgt.tokenizers.quantizers.base import l2_normalize
+
+    x = jnp.array([[0.0, 0.0, 0.0], [3.0, 4.0, 0.0]])
+    np.testing.assert_allclose(np.asarray(l2_normalize(x))[1], [0.6, 0.8, 0.0], rtol=1e-6)
+    grad = jax.grad(lambda v: l2_normalize(v).sum())(x)
+    assert np.isfinite(np.asarray(grad)).all()

@@ -1,4 +1,4 @@
-"""Codecs behind one protocol: the image VQGAN, (later) video and audio tokenizers, and quantizers."""
+"""Codecs behind one protocol: the image VQGAN, the 3D video VQGAN, the audio codec, and quantizers."""
 
 from mgt.tokenizers.base import (
     Tokenizer,
@@ -8,6 +8,7 @@ from mgt.tokenizers.base import (
     registered_tokenizers,
     resolve_tokenizer,
 )
+from mgt.tokenizers.codec import AudioCodec, AudioCodecConfig
 from mgt.tokenizers.quantizers import (
     FiniteScalarQuantizer,
     LookupFreeQuantizer,
@@ -18,6 +19,8 @@ from mgt.tokenizers.quantizers import (
 from mgt.tokenizers.vqgan import VQGAN, VQGANConfig
 
 __all__ = [
+    "AudioCodec",
+    "AudioCodecConfig",
     "VQGAN",
     "VQGANConfig",
     "FiniteScalarQuantizer",

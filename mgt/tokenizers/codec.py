@@ -216,17 +216,8 @@ class AudioCodec(nnx.Module):
         In training, quantizer dropout needs `rng`; without one, every level is used (a deterministic
         training pass) instead of raising."""
         z = self.encode_latents(audio)
-        quantizer = self.quantizer
-        if train and rng is None and quantizer.quantizer_dropout > 0:
-            # The RVQ raises without a key when dropout is on; the dropout rate is a static Python
-            # attribute, so switching it off for this trace only is the deterministic pass.
-            rate, quantizer.quantizer_dropout = quantizer.quantizer_dropout, 0.0
-            try:
-                q = quantizer(z, train=True, rng=None)
-            finally:
-                quantizer.quantizer_dropout = rate
-        else:
-            q = quantizer(z, train=train, rng=rng)
+        # without a key the training pass is deterministic: every level kept
+        q = self.quantizer(z, train=train, rng=rng, dropout=rng is not None)
         return self.decode_codes(q.quantized), q
 
     def training_losses(self, x, *, rng=None):

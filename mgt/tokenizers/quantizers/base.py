@@ -66,10 +66,14 @@ def round_ste(x: jax.Array) -> jax.Array:
 
 
 def l2_normalize(x: jax.Array, axis: int = -1, eps: float = 1e-12) -> jax.Array:
-    """`x / max(|x|, eps)` along `axis` (norm computed in float32)."""
+    """`x / max(|x|, eps)` along `axis` (norm computed in float32).
+
+    Written as `x · rsqrt(max(|x|², eps²))` so that the gradient at x = 0 is finite: `sqrt` has an
+    infinite derivative at 0, and `maximum`'s zero gradient times it is NaN (a silent stretch of audio
+    through a bias-free codec gives exactly zero latents)."""
     x32 = x.astype(jnp.float32)
-    norm = jnp.sqrt(jnp.sum(x32 * x32, axis=axis, keepdims=True))
-    return (x32 / jnp.maximum(norm, eps)).astype(x.dtype)
+    squared = jnp.sum(x32 * x32, axis=axis, keepdims=True)
+    return (x32 * jax.lax.rsqrt(jnp.maximum(squared, eps * eps))).astype(x.dtype)
 
 
 def entropy(probs: jax.Array, axis: int = -1, eps: float = 1e-5) -> jax.Array:

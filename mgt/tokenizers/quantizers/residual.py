@@ -57,7 +57,8 @@ class ResidualVectorQuantizer(nnx.Module):
             out = out + self.levels[j].decode(indices[..., j])
         return out
 
-    def __call__(self, z: jax.Array, *, train: bool = False, rng: jax.Array | None = None) -> QuantizerOutput:
+    def __call__(self, z: jax.Array, *, train: bool = False, rng: jax.Array | None = None,
+                 dropout: bool = True) -> QuantizerOutput:
         """Quantize `z: float [..., D]`.
 
         Every level sees its full residual (losses and codebook updates of all levels); quantizer
@@ -68,10 +69,10 @@ class ResidualVectorQuantizer(nnx.Module):
 
         Returns `QuantizerOutput(quantized float32 [..., D], indices int32 [..., K],
         losses {name: sum over levels}, metrics {"perplexity_k", "usage_k"} for each level k)`.
-        `rng` (a key) is required in training when `quantizer_dropout > 0`; it also seeds the levels'
-        k-means / revival sampling.
+        `rng` (a key) is required in training when `quantizer_dropout > 0` (unless `dropout=False`: every
+        level kept in this call); it also seeds the levels' k-means / revival sampling.
         """
-        dropout = train and self.quantizer_dropout > 0
+        dropout = dropout and train and self.quantizer_dropout > 0
         if dropout and rng is None:
             raise ValueError("rng is required for training calls when quantizer_dropout > 0")
         level_keys = [None] * self.num_levels
