@@ -160,13 +160,18 @@ def main(argv=None):
     cut = int(args.prompt_seconds * rate)
     pitch_prompt = np.array([metrics.median_pitch(a, rate) for a in real])
     pitch_cont = np.array([metrics.median_pitch(a[cut:], rate) for a in continued])
-    ok = np.isfinite(pitch_prompt) & np.isfinite(pitch_cont)
+    # the measure's floor: the codec's reconstruction of the true continuation, against the same voice
+    pitch_recon = np.array([metrics.median_pitch(a[cut:], rate) for a in recon])
+    ok = np.isfinite(pitch_prompt) & np.isfinite(pitch_cont) & np.isfinite(pitch_recon)
     semitones = lambda a, b: np.abs(12 * np.log2(a / b))  # noqa: E731
     own = semitones(pitch_cont[ok], pitch_prompt[ok])
     others = semitones(pitch_cont[ok], np.roll(pitch_prompt[ok], 1 + len(own) // 2))
-    cont = {"prompt_seconds": args.prompt_seconds, "clips": n,
-            "pitch_distance_to_own_voice_semitones": float(np.median(own)) if ok.any() else None,
-            "pitch_distance_to_other_voices_semitones": float(np.median(others)) if ok.any() else None}
+    floor = semitones(pitch_recon[ok], pitch_prompt[ok])
+    median = lambda v: float(np.median(v)) if ok.any() else None  # noqa: E731
+    cont = {"prompt_seconds": args.prompt_seconds, "clips": n, "clips_with_pitch": int(ok.sum()),
+            "pitch_distance_to_own_voice_semitones": median(own),
+            "pitch_distance_to_other_voices_semitones": median(others),
+            "pitch_distance_codec_reconstruction_semitones": median(floor)}
     if spoken:
         cont["digit_accuracy"] = metrics.digit_classifier(config).accuracy(continued, labels)
     record["continuation"] = cont
@@ -198,7 +203,8 @@ def _print_table(r: dict) -> None:
         line += f"digit accuracy {k['digit_accuracy']:.1%}; "
     if k["pitch_distance_to_own_voice_semitones"] is not None:
         line += (f"pitch {k['pitch_distance_to_own_voice_semitones']:.2f} semitones from the prompt's voice vs "
-                 f"{k['pitch_distance_to_other_voices_semitones']:.2f} from other voices")
+                 f"{k['pitch_distance_to_other_voices_semitones']:.2f} from other voices (the codec's reconstruction "
+                 f"of the true continuation: {k['pitch_distance_codec_reconstruction_semitones']:.2f})")
     print(line)
 
 

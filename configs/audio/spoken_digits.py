@@ -29,19 +29,20 @@ def get_config(arg: str | None = None):
     c.data.num_classes = 10
 
     c.tokenizer.channels = 16
-    c.tokenizer.decoder_channels = 128
+    c.tokenizer.decoder_channels = 256  # 16 channels at the full rate: 88 % of reconstructions readable, not 45–66 %
     c.tokenizer.strides = (2, 4, 5, 8)
     c.tokenizer.latent_dim = 64
     c.tokenizer.num_levels = 4
     c.tokenizer.codebook_size = 256
     c.tokenizer.codebook_dim = 8
     c.tokenizer.quantizer_dropout = 0.5
-    c.tokenizer.quantizer_options = {"dead_code_threshold": 0.1}  # EXPERIMENT
+    # revive codes whose use falls below a tenth of a uniform share: 97 % of the codes in use, not 18 %
+    c.tokenizer.quantizer_options = {"dead_code_threshold": 0.1}
     c.tokenizer.causal = arg.causal
 
-    c.tokenizer_train.steps = 1200
+    c.tokenizer_train.steps = 1800  # most of the 15 minutes: reconstructions keep sharpening with steps
     c.tokenizer_train.batch_size = 8
-    c.tokenizer_train.learning_rate = 2e-3
+    c.tokenizer_train.learning_rate = 1e-3
     c.tokenizer_train.warmup_steps = 50
     c.tokenizer_train.grad_clip = 1.0
     c.tokenizer_train.ema_decay = 0.99
@@ -56,7 +57,7 @@ def get_config(arg: str | None = None):
     c.model.conditioning = "class_token"
     c.model.null_condition = True
 
-    c.transformer_train.steps = 800
+    c.transformer_train.steps = 1500
     c.transformer_train.batch_size = 32
     c.transformer_train.learning_rate = 1e-3
     c.transformer_train.warmup_steps = 100
