@@ -283,7 +283,7 @@ def _reconstruct(argv) -> int:
     config, task = _workdir_task("mgt reconstruct", argv)
     p = _parser("reconstruct", task, COMMANDS["reconstruct"])
     p.add_argument("--input", required=True,
-                   help="an .npz in the layout `mgt sample` writes, or one file of the modality (image, video, audio)")
+                   help="an .npz in the layout `mgt sample` writes, or one input file of the workdir's modality")
     args = p.parse_args(argv)
     task.check_output(args.out)
     _check_writable(args.out, "--out")

@@ -103,17 +103,17 @@ def test_audio_workdir_samples_edits_and_reconstructs(audio_workdir, tmp_path, c
     assert main(["sample", "--workdir", audio_workdir, "--labels", "3,7", "--num", "3", "--out", npz]) == 0
     with np.load(npz) as f:
         audio, rate, labels = f["audio"], int(f["sample_rate"]), f["labels"]
-    assert audio.dtype == np.float32 and audio.shape == (3, 2560) and rate == 16000
+    assert audio.dtype == np.float32 and audio.shape == (3, 2560) and rate == 8000
     assert labels.tolist() == [3, 7, 3] and np.abs(audio).max() <= 1.0
     wav = str(tmp_path / "w.wav")
     assert main(["sample", "--workdir", audio_workdir, "--labels", "1", "--num", "2", "--stages", "flat",
                  "--out", wav]) == 0
     assert os.path.exists(tmp_path / "w_000_label1.wav") and os.path.exists(tmp_path / "w_001_label1.wav")
     assert os.path.exists(tmp_path / "w.png")
-    longer = str(tmp_path / "long.npz")  # 0.4 s: 20 token frames from windows of 8
+    longer = str(tmp_path / "long.npz")  # 0.4 s at 8 kHz: 10 token frames from windows of 8
     assert main(["sample", "--workdir", audio_workdir, "--labels", "2", "--num", "1", "--seconds", "0.4",
                  "--typical-p", "0.9", "--out", longer]) == 0
-    assert np.load(longer)["audio"].shape == (1, 6400)
+    assert np.load(longer)["audio"].shape == (1, 3200)
 
     # every edit on the sampled clips: the output keeps N and the length
     edits = {"continue": ["--prompt-seconds", "0.05"], "inpaint": ["--span", "0.04,0.1"],
@@ -132,16 +132,16 @@ def test_audio_workdir_samples_edits_and_reconstructs(audio_workdir, tmp_path, c
     capsys.readouterr()
     assert main(["edit", "--workdir", audio_workdir, "--task", "continue", "--prompt-seconds", "0.1",
                  "--input", stereo, "--labels", "4", "--steps", "2", "--out", str(tmp_path / "e.wav")]) == 0
-    assert "resampled from 22050 Hz to 16000 Hz" in capsys.readouterr().err
-    assert soundfile.info(str(tmp_path / "e_000_label4.wav")).frames == 3200
+    assert "resampled from 22050 Hz to 8000 Hz" in capsys.readouterr().err
+    assert soundfile.info(str(tmp_path / "e_000_label4.wav")).frames == 1600
 
     # mgt reconstruct keeps N, the rate and the length (any length)
     recon = str(tmp_path / "r.npz")
     assert main(["reconstruct", "--workdir", audio_workdir, "--input", longer, "--out", recon]) == 0
-    assert np.load(recon)["audio"].shape == (1, 6400) and int(np.load(recon)["sample_rate"]) == 16000
+    assert np.load(recon)["audio"].shape == (1, 3200) and int(np.load(recon)["sample_rate"]) == 8000
     assert main(["reconstruct", "--workdir", audio_workdir, "--input", stereo, "--out",
                  str(tmp_path / "r.wav")]) == 0
-    assert soundfile.info(str(tmp_path / "r_000.wav")).frames == 3200
+    assert soundfile.info(str(tmp_path / "r_000.wav")).frames == 1600
 
     # bad inputs: one-line errors that name the argument
     empty = str(tmp_path / "empty.wav")
@@ -176,7 +176,7 @@ def test_audio_quality_benchmark_smoke(audio_workdir, tmp_path):
                           "--prompt-seconds", "0.05", "--no-speed", "--json", str(out)])
     assert json.loads(out.read_text())["clips"] == 4
     c = record["codec"]
-    assert c["bitrate_bps"] == pytest.approx(50 * 2 * 4) and len(c["usage_per_level"]) == 2
+    assert c["bitrate_bps"] == pytest.approx(25 * 2 * 4) and len(c["usage_per_level"]) == 2
     assert np.isfinite(c["mel_distance"]) and np.isfinite(c["si_sdr"])
     g = record["generation"]
     assert g["samples"] == 10 and 0 <= g["samples_labelled_with_their_class"] <= 1
