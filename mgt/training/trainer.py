@@ -161,12 +161,15 @@ def train(config, workdir: str, *, stage: str = "all", quiet: bool = False) -> d
 def load_tokenizer(workdir: str):
     """`(tokenizer, step)`: the EMA tokenizer of a trained workdir's latest checkpoint (any modality)."""
     config = load_config(workdir)
-    task = make_task(config)
     mesh = make_mesh(config)
     with jax.set_mesh(mesh):
-        stage = TokenizerStage(config, task, mesh, workdir=workdir)
-        state, step = latest_state(stage, workdir, inference=True)
-        return stage.model_from_state(state), step
+        return _latest_tokenizer(config, make_task(config), mesh, workdir)
+
+
+def _latest_tokenizer(config, task, mesh, workdir: str):
+    stage = TokenizerStage(config, task, mesh, workdir=workdir)
+    state, step = latest_state(stage, workdir, inference=True)
+    return stage.model_from_state(state), step
 
 
 def load_pipeline(workdir: str):
@@ -181,9 +184,7 @@ def load_pipeline(workdir: str):
     task = make_task(config)
     mesh = make_mesh(config)
     with jax.set_mesh(mesh):
-        tok_stage = TokenizerStage(config, task, mesh, workdir=workdir)
-        tok_state, tok_step = latest_state(tok_stage, workdir, inference=True)
-        tokenizer = tok_stage.model_from_state(tok_state)
+        tokenizer, tok_step = _latest_tokenizer(config, task, mesh, workdir)
         tr_stage = TransformerStage(config, task, mesh, workdir=workdir, tokenizer=tokenizer, tokenizer_step=tok_step,
                                     quiet=True)
         tr_state, tr_step = latest_state(tr_stage, workdir, inference=True)
