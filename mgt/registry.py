@@ -73,6 +73,10 @@ class Registry:
         raise ValueError(f"unknown {self.kind} {name!r}; expected one of {self.names()} or an import path "
                          "'module:Name'")
 
+    def build(self, name: str, /, **kwargs):
+        """The entry `name` (as `get` finds it) called with `kwargs`: e.g. a data source built from its options."""
+        return self.get(name)(**kwargs)
+
 
 def _same_definition(a, b) -> bool:
     """The same class or function defined again: its module loaded twice (a script that is also

@@ -29,18 +29,10 @@ IMAGE_EXTENSIONS = (".png", ".jpg", ".jpeg", ".webp")
 _SOURCES = Registry("image source")
 
 
-def register_source(name: str):
-    """Decorator: make a source class or factory available to `make_source(name, ...)`."""
-    return _SOURCES.register(name)
-
-
-def registered_sources() -> list[str]:
-    return _SOURCES.names()
-
-
-def make_source(name: str, **kwargs):
-    """Build the source registered as `name` ("digits", "folder", "arrays", ...) with `kwargs`."""
-    return _SOURCES.get(name)(**kwargs)
+# `register_source(name)` (a decorator), `registered_sources()`, `make_source(name, **kwargs)`
+register_source = _SOURCES.register
+registered_sources = _SOURCES.names
+make_source = _SOURCES.build
 
 
 def _record(image: np.ndarray, label: int) -> dict:

@@ -24,18 +24,10 @@ log = logging.getLogger(__name__)
 _SOURCES = Registry("video source")
 
 
-def register_source(name: str):
-    """Decorator: make a video source class or factory available to `make_source(name, ...)`."""
-    return _SOURCES.register(name)
-
-
-def registered_sources() -> list[str]:
-    return _SOURCES.names()
-
-
-def make_source(name: str, **kwargs):
-    """Build the video source registered as `name` with `kwargs`."""
-    return _SOURCES.get(name)(**kwargs)
+# `register_source(name)` (a decorator), `registered_sources()`, `make_source(name, **kwargs)`
+register_source = _SOURCES.register
+registered_sources = _SOURCES.names
+make_source = _SOURCES.build
 
 
 def _record(video: np.ndarray, label: int) -> dict:
