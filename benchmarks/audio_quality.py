@@ -84,8 +84,6 @@ def main(argv=None):
     p.add_argument("--json", default=None)
     args = p.parse_args(argv)
 
-    import argparse as _argparse
-
     import jax
     import numpy as np
 
@@ -148,15 +146,12 @@ def main(argv=None):
         }
 
     # ---- continuation -------------------------------------------------------------------------------
-    npz = os.path.join(os.path.dirname(os.path.abspath(args.json or "x")), ".audio_quality_prompts.npz")
-    np.savez(npz, audio=real, sample_rate=np.int32(rate), labels=labels.astype(np.int32))
-    edit_args = _argparse.Namespace(input=npz, task="continue", prompt_seconds=args.prompt_seconds, span=None,
-                                    period=None, levels=None, onsets=False, labels=None,
-                                    guidance=options["guidance_scale"])
-    if model.config.condition_input != "labels":
-        del edit_args.labels
-    continued, _ = task.edit(edit_args, pipe, jax.random.key(args.seed + 1), num_steps=options["num_steps"])
-    os.remove(npz)
+    from mgt.modalities.audio import prompts
+
+    keep = prompts.continuation(frames, spec.num_levels, int(round(args.prompt_seconds * frames / task.seconds)))
+    condition = Condition(labels=labels.astype(np.int32)) if model.config.condition_input == "labels" else Condition()
+    continued = task.run_prompt(pipe, real, keep, condition, jax.random.key(args.seed + 1),
+                                **{**options, "stages": decode_options(config.sample, spec.num_levels)["stages"]})
     cut = int(args.prompt_seconds * rate)
     pitch_prompt = np.array([metrics.median_pitch(a, rate) for a in real])
     pitch_cont = np.array([metrics.median_pitch(a[cut:], rate) for a in continued])

@@ -220,9 +220,14 @@ class AudioTask(BaseTask):
         if guidance and not pipeline.transformer.config.null_condition:
             raise ValueError("--guidance needs a model trained with a null condition (config.model.null_condition)")
         options = decode_options(self.config.sample, spec.num_levels, num_steps=num_steps, guidance_scale=guidance)
-        tokens = prompts.apply_prompt(self.encode(pipeline.tokenizer, audio), keep, spec.mask_id)
+        return self.run_prompt(pipeline, audio, keep, condition, rng, **options), condition
+
+    def run_prompt(self, pipeline, audio, keep, condition: Condition, rng, **options) -> np.ndarray:
+        """Audio float32 `[N, S']` with the tokens `keep` (bool `[N, F, K]`) given → the model's completion,
+        float32 `[N, S']` (windows of the model's length, `fill`; decode `options`)."""
+        tokens = prompts.apply_prompt(self.encode(pipeline.tokenizer, audio), keep, pipeline.spec.mask_id)
         tokens = self.fill(pipeline, tokens, condition, rng, **options)
-        return self.decode(pipeline.tokenizer, tokens, length), condition
+        return self.decode(pipeline.tokenizer, tokens, audio.shape[1])
 
     def _prompt(self, args, audio, frames: int, levels: int, hop: int) -> np.ndarray:
         """bool `[N, F, K]`: the tokens the edit keeps (`mgt.modalities.audio.prompts`)."""
