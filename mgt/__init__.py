@@ -2,13 +2,14 @@
 
 The engine — token grids, the masked Transformer, training masks, the decoding engine, sharding —
 knows nothing of pixels, frames or samples; tokenizers (`mgt.tokenizers`) and modalities
-(`mgt.modalities`) plug into it.
+(`mgt.modalities`) plug into it; text encoders and the text conditioner are in `mgt.text`.
 """
 
 from mgt import commit, decoding, masking, schedules, sharding
 from mgt.ar import ARTransformer, ar_loss, ar_sample
 from mgt.commit import ConditionalTask
 from mgt.condition import Condition
+from mgt.context_encoder import ContextEncoder
 from mgt.decoding import decode, decode_loop
 from mgt.masking import make_training_mask, masked_cross_entropy
 from mgt.pipeline import GenerationPipeline
@@ -22,7 +23,8 @@ __version__ = "0.1.0"
 
 def load_pipeline(workdir: str) -> GenerationPipeline:
     """The generation pipeline of a trained workdir of any modality (class, text, video or audio
-    conditioned): `pipe.generate(rng, condition=...)`, `pipe.task.write_samples(path, outputs)`.
+    conditioned): `pipe.generate(rng, condition=...)` (or `prompts=[...]`, `negative_prompts=` for a
+    text-conditioned workdir), `pipe.task.write_samples(path, outputs)`.
     See `mgt.training.trainer.load_pipeline`."""
     from mgt.training.trainer import load_pipeline as _load
 
@@ -33,6 +35,7 @@ __all__ = [
     "ARTransformer",
     "Condition",
     "ConditionalTask",
+    "ContextEncoder",
     "GenerationPipeline",
     "MaskedTransformer",
     "TokenSpec",

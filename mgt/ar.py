@@ -72,6 +72,10 @@ class ARTransformer(MaskedTransformer):
         if config.tasks:
             raise ValueError(f"ARTransformer serves one task; got tasks={config.tasks} (COMMIT multi-task "
                              "conditioning is for masked models)")
+        if config.conditioning in ("prefix", "pooled_adaln") or config.context_vocab_size:
+            raise ValueError(f"ARTransformer supports the conditionings none, class_token, adaln and cross_attention "
+                             f"over a given context; got conditioning={config.conditioning!r}, "
+                             f"context_vocab_size={config.context_vocab_size}")
         super().__init__(config, rngs=rngs)
 
     # ------------------------------------------------------------------------------------------

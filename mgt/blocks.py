@@ -10,7 +10,8 @@
 Blocks take `(x [B, N, D], key, cond [B, D] | None, context [B, S, C] | None, context_mask [B, S] | None)`
 and are stacked and scanned by `MaskedTransformer`. For autoregressive models (`mgt.ar`) they also take
 `causal=True` (causal self-attention) or a self-attention KV `cache` with its `cache_index` (see
-`MultiHeadAttention`), in which case they return `(x, cache)`.
+`MultiHeadAttention`), in which case they return `(x, cache)`. `self_mask` bool `[B, N]` limits the keys
+of self-attention (the prefix conditioning's padding positions are False).
 """
 
 from __future__ import annotations
@@ -39,11 +40,11 @@ class MaskgitBlock(nnx.Module):
         self.layer_output_ln = LayerNorm(d, epsilon=eps, rngs=rngs)
 
     def __call__(self, x, key, cond, context, context_mask, deterministic: bool, *, causal=False, cache=None,
-                 cache_index=None):
+                 cache_index=None, self_mask=None):
         cfg = self.cfg
         k_attn, k_att_out, k_cross, k_mlp = jax.random.split(key, 4)
-        h = self.self_attention(x, dropout_rate=cfg.attention_dropout_rate, key=k_attn, deterministic=deterministic,
-                                causal=causal, cache=cache, cache_index=cache_index)
+        h = self.self_attention(x, None, self_mask, dropout_rate=cfg.attention_dropout_rate, key=k_attn,
+                                deterministic=deterministic, causal=causal, cache=cache, cache_index=cache_index)
         if cache is not None:
             h, cache = h
         x = self.attention_output_ln(x + dropout(h, cfg.dropout_rate, k_att_out, deterministic))
@@ -75,10 +76,10 @@ class ModernBlock(nnx.Module):
         self.mlp = SwiGluMlp(d, cfg.mlp_dim, dtype=dtype, rngs=rngs)
         # adaLN-zero: the block starts as the identity when conditioned through adaLN.
         self.modulation = (make_param(rngs, ZEROS, (d, 6, d), ("embed", None, "mlp"))
-                           if cfg.conditioning == "adaln" else None)
+                           if cfg.conditioning in ("adaln", "pooled_adaln") else None)
 
     def __call__(self, x, key, cond, context, context_mask, deterministic: bool, *, causal=False, cache=None,
-                 cache_index=None):
+                 cache_index=None, self_mask=None):
         cfg = self.cfg
         k_attn, k_res1, k_cross, k_mlp = jax.random.split(key, 4)
         if self.modulation is not None:
@@ -88,8 +89,9 @@ class ModernBlock(nnx.Module):
             shift1 = scale1 = shift2 = scale2 = 0.0
             gate1 = gate2 = 1.0
         h = self.attention_norm(x) * (1 + scale1) + shift1
-        h = self.self_attention(h.astype(x.dtype), dropout_rate=cfg.attention_dropout_rate, key=k_attn,
-                                deterministic=deterministic, causal=causal, cache=cache, cache_index=cache_index)
+        h = self.self_attention(h.astype(x.dtype), None, self_mask, dropout_rate=cfg.attention_dropout_rate,
+                                key=k_attn, deterministic=deterministic, causal=causal, cache=cache,
+                                cache_index=cache_index)
         if cache is not None:
             h, cache = h
         x = x + (gate1 * dropout(h, cfg.dropout_rate, k_res1, deterministic)).astype(x.dtype)

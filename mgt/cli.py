@@ -174,7 +174,10 @@ def _workdir_task(prog: str, argv):
     from mgt.training.trainer import load_config
 
     config = load_config(known.workdir)
-    return config, make_task(config)
+    task = make_task(config)
+    if getattr(task, "text", None) is not None:  # the workdir's fitted text vocabulary
+        task.text.use_workdir(known.workdir)
+    return config, task
 
 
 def _number(name: str, kind=int, minimum=1):
@@ -241,6 +244,9 @@ def _sample(argv) -> int:
     # one key per sample, whatever the batching: the same --seed gives the same samples at any --batch-size
     keys = jax.random.split(jax.random.key(args.seed), num)
     batch = min(args.batch_size, num)
+    negative = task.negative_condition(args, batch, options["guidance_scale"])
+    if negative is not None:
+        options["negative"] = negative
     writer = task.sample_writer(args.out, num)
     try:
         from tqdm import tqdm

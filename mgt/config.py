@@ -13,7 +13,8 @@ its variants come from `parse_arg`, in the manner of big_vision:
     mgt train --config configs/image/digits.py:tiny,layers=6 --workdir runs/x
 
 The sections and what reads them: `data` (the task), `tokenizer` (the tokenizer's constructor),
-`tokenizer_train` (the tokenizer stage and its objective), `model` (`TransformerConfig` fields and
+`tokenizer_train` (the tokenizer stage and its objective), `text` (a text encoder's captions → the
+model's context, `mgt.text.TextConditioner`), `model` (`TransformerConfig` fields and
 the objective), `transformer_train` (the transformer stage), `sample` (training-time samples and
 `mgt sample` defaults), `mesh` (devices), and the loop's logging / checkpoint / sample intervals.
 """
@@ -60,6 +61,18 @@ def base_config() -> config_dict.ConfigDict:
     c.tokenizer_train.perceptual_weights_path = config_dict.placeholder(str)
     c.tokenizer_train.discriminator_learning_rate = 1e-4
     c.tokenizer_train.discriminator_channels = 32
+
+    # text conditioning (mgt.text.TextConditioner): captions of the data / prompts → the model's context
+    c.text = config_dict.ConfigDict()
+    # None: no text; "trainable": a small encoder trained with the transformer; or a frozen encoder by
+    # name ("minilm", "bert", "t5", "clip") or import path, read from the Hugging Face folder `path`
+    c.text.encoder = config_dict.placeholder(str)
+    c.text.path = config_dict.placeholder(str)
+    c.text.max_length = 32  # token positions per text; longer texts are truncated (one warning)
+    c.text.vocabulary = "bytes"  # the trainable encoder's: "bytes" or "bpe" (fitted to the training captions)
+    c.text.vocab_size = 512  # bpe only
+    c.text.width = 128  # the trainable encoder's width (the model's context_dim)
+    c.text.layers = 2  # the trainable encoder's depth
 
     c.model = config_dict.ConfigDict()
     c.model.objective = "maskgit"  # or "ar": the autoregressive baseline on the same modules

@@ -27,7 +27,8 @@ class ModelLogits:
     static), it is passed to compiled functions as an argument: `mgt.decoding.decode` never bakes the
     weights into the compiled program as constants, and new weights reuse the compiled code.
     Called with a doubled batch and `drop_condition` (classifier-free guidance) the condition is
-    tiled to match.
+    tiled to match — or, given a `negative` condition (a negative prompt), the second half is
+    conditioned on it instead of the learned null condition.
     """
 
     graphdef: Any = struct.field(pytree_node=False)
@@ -36,13 +37,18 @@ class ModelLogits:
     # the blocks' per-layer weights (`MaskedTransformer.layer_states`): set by a pipeline's
     # `LayerWeightsCache`, or by `for_decoding` inside the decoding loop
     layers: Any = None
+    # the condition of guidance's unconditional half instead of the null condition (negative prompts)
+    negative: Condition | None = None
 
     def __call__(self, tokens, drop_condition=None, *, segment_ids=None):
         # Merge inside every call: NNX modules must not cross JAX trace levels, and the decoding
         # loop calls this from inside its own lax.scan.
         model = nnx.merge(self.graphdef, self.state, copy=True)
         cond = self.condition
-        if drop_condition is not None and not cond.is_empty:
+        if drop_condition is not None and self.negative is not None:
+            # guidance's doubled batch: the conditional half, then the negative condition (nothing dropped)
+            cond, drop_condition = cond.concatenate(self.negative), None
+        elif drop_condition is not None and not cond.is_empty:
             cond = cond.tile(tokens.shape[0] // cond.batch_size)
         kwargs = cond.with_drop(drop_condition).model_kwargs()
         if segment_ids is not None:
@@ -105,29 +111,41 @@ def _condition(condition, labels, context, context_mask) -> Condition:
     return Condition(labels=labels, context=context, context_mask=context_mask)
 
 
-def model_logits_fn(model, *, labels=None, context=None, context_mask=None, condition=None) -> ModelLogits:
+def model_logits_fn(model, *, labels=None, context=None, context_mask=None, condition=None,
+                    negative=None) -> ModelLogits:
     """`ModelLogits` for `model`: `fn(tokens, drop_condition=None) -> logits [B, ..., V]`.
 
     The condition is `condition` (a `mgt.Condition`) or the separate `labels` / `context` /
-    `context_mask`; only what the model takes is kept (`TransformerConfig.condition_input`)."""
+    `context_mask`; only what the model takes is kept (`TransformerConfig.condition_input`).
+    `negative`: the condition of guidance's unconditional half (a negative prompt), same batch size."""
     graphdef, state = nnx.split(model)
-    cond = _condition(condition, labels, context, context_mask)
+    cond = _model_condition(model, _condition(condition, labels, context, context_mask))
+    if negative is not None:
+        if model.config.condition_input == "none":
+            raise ValueError("a negative condition needs a conditional model; this one is unconditional")
+        negative = _model_condition(model, negative.with_default_task(model.config, negative.batch_size or 0))
+    return ModelLogits(graphdef, state, cond, negative=negative)
+
+
+def _model_condition(model, cond: Condition) -> Condition:
+    """What `model` takes of `cond`, integer fields as int32 device arrays."""
     if model.config.condition_input != "none" or model.config.tasks:
         cond = cond.for_model(model.config)
     else:
         cond = Condition()
-    for field in ("labels", "tasks"):
+    for field in ("labels", "tasks", "context_ids"):
         if getattr(cond, field) is not None:
             cond = cond.replace(**{field: jnp.asarray(getattr(cond, field), jnp.int32)})
-    return ModelLogits(graphdef, state, cond)
+    return cond
 
 
 def model_inputs(model, *, batch_size=None, labels=None, context=None, context_mask=None, condition=None,
-                 tokens=None, guidance_scale=0.0):
+                 tokens=None, guidance_scale=0.0, negative=None):
     """Check a model's sampling inputs on the host → `(ModelLogits, starting tokens)`.
 
     The starting grid is all masked unless `tokens` is given; its batch size comes from
-    `batch_size`, the condition or `tokens`.
+    `batch_size`, the condition or `tokens`. `negative` (a `Condition` of the same batch size) replaces
+    the null condition in guidance's unconditional half (negative prompts; needs guidance_scale != 0).
     """
     cond = _condition(condition, labels, context, context_mask)
     if tokens is None:
@@ -137,15 +155,22 @@ def model_inputs(model, *, batch_size=None, labels=None, context=None, context_m
             raise ValueError("sampling needs batch_size, labels, context or tokens to know the batch size")
         tokens = model.spec.masked(batch_size)
     cond = cond.with_default_task(model.config, np.shape(tokens)[0])
-    model.check_inputs(tokens, cond.labels, context=cond.context, context_mask=cond.context_mask, tasks=cond.tasks)
-    if guidance_scale and not model.config.null_condition:
+    model.check_inputs(tokens, cond.labels, context=cond.context, context_mask=cond.context_mask, tasks=cond.tasks,
+                       context_ids=cond.context_ids)
+    if negative is not None:
+        if not guidance_scale:
+            raise ValueError("a negative condition (negative prompt) acts through guidance: set guidance_scale != 0")
+        negative = negative.with_default_task(model.config, np.shape(tokens)[0])
+        model.check_inputs(tokens, negative.labels, context=negative.context, context_mask=negative.context_mask,
+                           tasks=negative.tasks, context_ids=negative.context_ids)
+    elif guidance_scale and not model.config.null_condition:
         raise ValueError("guidance_scale != 0 needs a model trained with a null condition (null_condition=True)")
-    fn = model_logits_fn(model, condition=cond)
+    fn = model_logits_fn(model, condition=cond, negative=negative)
     return fn, np.asarray(tokens, np.int32)
 
 
 def sample(model, rng, *, batch_size: int | None = None, labels=None, context=None, context_mask=None,
-           condition=None, tokens=None, mask_id: int | None = None, **decode_kwargs):
+           condition=None, tokens=None, mask_id: int | None = None, negative=None, **decode_kwargs):
     """Generate token grids with `model` (its weights are arguments of the compiled loop).
 
     Args:
@@ -156,13 +181,14 @@ def sample(model, rng, *, batch_size: int | None = None, labels=None, context=No
       context / context_mask: `[B, S, C]` / bool `[B, S]` for cross-attention models.
       condition: a `mgt.Condition` instead of labels / context / context_mask.
       tokens: int32 `[B, *grid(, K)]` starting grid (partly known for editing); all masked by default.
+      negative: a `Condition` for guidance's unconditional half (negative prompts).
       mask_id: defaults to the model's `spec.mask_id`.
       **decode_kwargs: options of `mgt.decoding.decode` (num_steps, schedule, guidance_scale, ...).
     Returns:
       int32 tokens `[B, *grid(, K)]` (and the history with `return_history=True`).
     """
     fn, tokens = model_inputs(model, batch_size=batch_size, labels=labels, context=context,
-                              context_mask=context_mask, condition=condition, tokens=tokens,
+                              context_mask=context_mask, condition=condition, tokens=tokens, negative=negative,
                               guidance_scale=decode_kwargs.get("guidance_scale", 0.0))
     return decode(fn, tokens, rng, mask_id=model.spec.mask_id if mask_id is None else mask_id, **decode_kwargs)
 

@@ -11,7 +11,15 @@ Conditioning (`TransformerConfig.conditioning`):
   "class_token"      the class id as a prefix token in the shared vocabulary [codes | classes | (null) | mask]
                      — the official MaskGIT layout;
   "adaln"            a class embedding modulating every block (modern blocks only);
-  "cross_attention"  an external embedding sequence `context [B, S, context_dim]` (text adapters).
+  "cross_attention"  an external embedding sequence `context [B, S, context_dim]` (text adapters) that
+                     every block cross-attends to (padding positions masked by `context_mask`);
+  "prefix"           the same sequence projected to the model width and prepended to the cells (an
+                     in-context prefix: attended bidirectionally, masked where padding, no logits);
+  "pooled_adaln"     the mean of the sequence over its real positions, projected, modulating every
+                     block through adaLN (modern blocks only).
+The three context conditionings take either the sequence itself or, with `context_vocab_size > 0`,
+int32 token ids `context_ids [B, S]` that the model embeds with its own small encoder
+(`mgt.context_encoder.ContextEncoder`, trained jointly). The engine never sees strings.
 With `null_condition=True` a learned null condition lets classifier-free guidance drop the condition
 of chosen examples (`drop_condition` bool `[B]`), and training drops it at random.
 
@@ -35,7 +43,8 @@ from mgt.layers import TRUNC_NORMAL, ZEROS, Dense, LayerNorm, RMSNorm, dropout, 
 from mgt.profiling import scoped
 from mgt.tokens import TokenSpec
 
-CONDITIONINGS = ("none", "class_token", "adaln", "cross_attention")
+CONDITIONINGS = ("none", "class_token", "adaln", "cross_attention", "prefix", "pooled_adaln")
+CONTEXT_CONDITIONINGS = ("cross_attention", "prefix", "pooled_adaln")
 POSITION_EMBEDDINGS = ("learned", "factorized")
 DECODE_LAYERS = ("unrolled", "scan")
 DTYPES = {"float32": jnp.float32, "bfloat16": jnp.bfloat16, "float16": jnp.float16}
@@ -61,6 +70,12 @@ class TransformerConfig:
     conditioning: str = "none"
     null_condition: bool = False
     context_dim: int = 0
+    # longest context sequence S (positions of the prefix and of the context encoder); 0: any (cross-attention)
+    context_len: int = 0
+    # > 0: the context arrives as token ids in [0, context_vocab_size) and the model embeds them with
+    # its own `context_layers`-layer encoder of width context_dim (trained with the model)
+    context_vocab_size: int = 0
+    context_layers: int = 2
     # names of the conditional tasks a multi-task (COMMIT) model serves; () for a single-task model
     tasks: tuple[str, ...] = ()
     qk_norm: bool = False
@@ -91,10 +106,21 @@ class TransformerConfig:
             raise ValueError(f"hidden_dim={self.hidden_dim} must be divisible by num_heads={self.num_heads}")
         if self.condition_input == "labels" and self.num_classes < 1:
             raise ValueError(f"conditioning={self.conditioning!r} needs num_classes >= 1, got {self.num_classes}")
-        if self.conditioning == "cross_attention" and self.context_dim < 1:
-            raise ValueError(f"conditioning='cross_attention' needs context_dim >= 1, got {self.context_dim}")
-        if self.conditioning == "adaln" and self.block_style != "modern":
-            raise ValueError("conditioning='adaln' needs block_style='modern' (the maskgit block has no adaLN)")
+        if self.conditioning in CONTEXT_CONDITIONINGS and self.context_dim < 1:
+            raise ValueError(f"conditioning={self.conditioning!r} needs context_dim >= 1, got {self.context_dim}")
+        if self.conditioning in ("adaln", "pooled_adaln") and self.block_style != "modern":
+            raise ValueError(f"conditioning={self.conditioning!r} needs block_style='modern' "
+                             "(the maskgit block has no adaLN)")
+        if self.context_len < 0 or self.context_vocab_size < 0:
+            raise ValueError(f"context_len={self.context_len}, context_vocab_size={self.context_vocab_size}: "
+                             "expected >= 0")
+        needs_len = self.conditioning == "prefix" or self.context_vocab_size > 0
+        if needs_len and self.context_len < 1:
+            raise ValueError(f"conditioning={self.conditioning!r} with context_vocab_size={self.context_vocab_size} "
+                             "needs context_len >= 1 (the longest context sequence)")
+        if self.context_vocab_size and self.conditioning not in CONTEXT_CONDITIONINGS:
+            raise ValueError(f"context_vocab_size={self.context_vocab_size} needs one of the context conditionings "
+                             f"{CONTEXT_CONDITIONINGS}, got conditioning={self.conditioning!r}")
         if self.num_layers < 1:
             raise ValueError(f"num_layers={self.num_layers}; expected >= 1")
 
@@ -149,7 +175,9 @@ class TransformerConfig:
 
 def condition_input(conditioning: str) -> str:
     """What a model with this `conditioning` takes: "labels", "context" or "none"."""
-    return {"class_token": "labels", "adaln": "labels", "cross_attention": "context"}.get(conditioning, "none")
+    if conditioning in CONTEXT_CONDITIONINGS:
+        return "context"
+    return {"class_token": "labels", "adaln": "labels"}.get(conditioning, "none")
 
 
 def _check_choice(name, value, choices):
@@ -184,8 +212,18 @@ class MaskedTransformer(nnx.Module):
         self.embeddings_ln = LayerNorm(d, epsilon=cfg.norm_epsilon, rngs=rngs) if cfg.block_style == "maskgit" else None
         if cfg.conditioning == "adaln":
             self.class_embeddings = make_param(rngs, TRUNC_NORMAL, (cfg.num_classes + 1, d), ("vocab", "embed"))
-        if cfg.conditioning == "cross_attention":
+        if cfg.condition_input == "context":
             self.null_context = make_param(rngs, TRUNC_NORMAL, (1, cfg.context_dim), (None, "context"))
+        if cfg.context_vocab_size:
+            from mgt.context_encoder import ContextEncoder
+
+            self.context_encoder = ContextEncoder(cfg.context_vocab_size, cfg.context_len, cfg.context_dim,
+                                                  num_layers=cfg.context_layers, num_heads=cfg.num_heads,
+                                                  epsilon=cfg.norm_epsilon, dtype=cfg.compute_dtype, rngs=rngs)
+        if cfg.conditioning in ("prefix", "pooled_adaln"):
+            self.context_projection = Dense(cfg.context_dim, d, names=("context", "embed"), rngs=rngs)
+        if cfg.conditioning == "prefix":
+            self.context_positions = make_param(rngs, TRUNC_NORMAL, (cfg.context_len, d), ("pos", "embed"))
         if cfg.num_segments:
             self.segment_embeddings = make_param(rngs, TRUNC_NORMAL, (cfg.num_segments, d), (None, "embed"))
 
@@ -214,13 +252,15 @@ class MaskedTransformer(nnx.Module):
 
     @scoped("transformer")
     def __call__(self, tokens, *, labels=None, context=None, context_mask=None, drop_condition=None,
-                 tasks=None, segment_ids=None, deterministic: bool = True, dropout_rng=None, layers=None):
+                 tasks=None, segment_ids=None, deterministic: bool = True, dropout_rng=None, layers=None,
+                 context_ids=None):
         """Logits over the codes of every cell.
 
         Args:
           tokens: int32 `[B, *grid]` (K == 1) or `[B, *grid, K]`; codes in [0, V) or `spec.mask_id`.
           labels: int32 `[B]` class ids in [0, num_classes) (class_token / adaln conditioning).
-          context: float `[B, S, context_dim]` (cross_attention); context_mask: bool `[B, S]`.
+          context: float `[B, S, context_dim]` (context conditionings); context_mask: bool `[B, S]`.
+          context_ids: int32 `[B, S]` instead of `context` for a model with its own context encoder.
           drop_condition: bool `[B]` — use the learned null condition for these examples.
           tasks: int32 `[B]` task indices into `config.tasks` (multi-task models).
           segment_ids: int32 `[B, *grid]` (or `[B, *grid, K]`, reduced by max over levels): 1 where a
@@ -238,7 +278,7 @@ class MaskedTransformer(nnx.Module):
             segment_ids = segment_ids.reshape((b, seq.shape[1], -1)).max(-1)  # [B, N]
         logits = self.sequence_logits(seq, labels=labels, context=context, context_mask=context_mask,
                                       drop_condition=drop_condition, tasks=tasks, segment_ids=segment_ids,
-                                      deterministic=deterministic,
+                                      deterministic=deterministic, context_ids=context_ids,
                                       dropout_rng=dropout_rng, layers=layers, codes_only=True)
         logits = logits[:, cfg.num_prefix:]  # [B, N, K, V]
         out_shape = tokens.shape + (cfg.codebook_size,)
@@ -247,7 +287,7 @@ class MaskedTransformer(nnx.Module):
     @scoped("transformer")
     def sequence_logits(self, seq, *, labels=None, context=None, context_mask=None, drop_condition=None,
                         tasks=None, segment_ids=None, deterministic=True, dropout_rng=None, prefix_ids=None,
-                        layers=None, codes_only=False):
+                        layers=None, codes_only=False, context_ids=None):
         """The forward pass on the flattened sequence.
 
         seq: int32 `[B, N, K]` cell tokens. With class_token conditioning the class prefix is built
@@ -260,14 +300,46 @@ class MaskedTransformer(nnx.Module):
         """
         cfg = self.config
         dtype = cfg.compute_dtype
+        keys = jax.random.split(dropout_rng if dropout_rng is not None else jax.random.key(0), cfg.num_layers + 2)
+        if context_ids is not None:
+            if context is not None:
+                raise ValueError("pass context or context_ids, not both")
+            context = self._encode_context(context_ids, context_mask, deterministic, keys[-2])
         x, cond_vec, context, context_mask = self._embed_sequence(seq, labels, context, context_mask, drop_condition,
                                                                   prefix_ids, tasks, segment_ids)
-        keys = jax.random.split(dropout_rng if dropout_rng is not None else jax.random.key(0), cfg.num_layers + 1)
         if cfg.block_style == "maskgit" and not deterministic:
             x = dropout(x, cfg.dropout_rate, keys[-1], deterministic)
+        self_mask, prefix_len = None, 0
+        if cfg.conditioning == "prefix":  # the in-context prefix: S projected context rows before the sequence
+            prefix_len = context.shape[1]
+            x, self_mask = self._prepend_context(x, context, context_mask)
+            context = context_mask = None
         x = x.astype(dtype)
-        x = self._run_blocks(x, keys[:-1], cond_vec, context, context_mask, deterministic, layers)
+        x = self._run_blocks(x, keys[:cfg.num_layers], cond_vec, context, context_mask, deterministic, layers,
+                             self_mask=self_mask)
+        x = x[:, prefix_len:]  # no logits for the context prefix
         return self._head(x, cfg.codebook_size if codes_only else None).astype(jnp.float32)
+
+    def _encode_context(self, context_ids, context_mask, deterministic, key):
+        """int32 ids `[B, S]` → float `[B, S, context_dim]` with the model's own context encoder."""
+        cfg = self.config
+        if not cfg.context_vocab_size:
+            raise ValueError("context_ids need a model with its own context encoder (context_vocab_size > 0); "
+                             f"pass context float [B, S, {cfg.context_dim}]")
+        return self.context_encoder(context_ids, context_mask, deterministic=deterministic, dropout_rng=key,
+                                    dropout_rate=cfg.dropout_rate)
+
+    def _prepend_context(self, x, context, context_mask):
+        """`[B, S + L, D]`: the projected context (with its own position rows) before `x` `[B, L, D]`, and
+        the self-attention key mask bool `[B, S + L]` (False at the context's padding)."""
+        cfg = self.config
+        s = context.shape[1]
+        if s > cfg.context_len:
+            raise ValueError(f"the context has {s} positions; the model's prefix holds context_len={cfg.context_len}")
+        prefix = self.context_projection(context.astype(jnp.float32)) + self.context_positions[:s]
+        b, length = x.shape[0], x.shape[1]
+        mask = jnp.concatenate([context_mask.astype(bool), jnp.ones((b, length), bool)], 1)
+        return jnp.concatenate([prefix.astype(x.dtype), x], 1), mask
 
     @scoped("embed")
     def _embed_sequence(self, seq, labels, context, context_mask, drop_condition, prefix_ids, tasks=None,
@@ -292,8 +364,13 @@ class MaskedTransformer(nnx.Module):
         if cfg.conditioning == "adaln":
             ids = self._adaln_ids(b, labels, drop_condition)
             cond_vec = jnp.take(self.class_embeddings[...], ids, axis=0)  # [B, D]
-        elif cfg.conditioning == "cross_attention":
+        elif cfg.condition_input == "context":
             context, context_mask = self._context(b, context, context_mask, drop_condition)
+            if cfg.conditioning == "pooled_adaln":  # the mean over the real positions, projected
+                weights = context_mask.astype(jnp.float32)[..., None]
+                pooled = (context.astype(jnp.float32) * weights).sum(1) / jnp.maximum(weights.sum(1), 1.0)
+                cond_vec = self.context_projection(pooled)  # [B, D]
+                context = context_mask = None
         x = x + self._positions(n)[None].astype(x.dtype)
         if self.embeddings_ln is not None:
             x = self.embeddings_ln(x)
@@ -313,9 +390,10 @@ class MaskedTransformer(nnx.Module):
         return tuple(jax.tree.map(lambda a, i=i: a[i], stacked) for i in range(self.config.num_layers))
 
     @scoped("layers")
-    def _run_blocks(self, x, keys, cond, context, context_mask, deterministic, layers=None):
+    def _run_blocks(self, x, keys, cond, context, context_mask, deterministic, layers=None, self_mask=None):
         """Run the blocks: scan the stacked blocks over their leading (layer) axis, or, given
         `layers` (see `layer_states`), one block after another over those per-layer weights.
+        `self_mask` bool `[B, L]`: keys self-attention may attend to (the prefix conditioning's padding).
 
         A plain `lax.scan` over the blocks' split state rather than `nnx.scan`: the model can then be
         called inside any JAX transformation even when it was built outside it (e.g. a `lambda` that
@@ -327,7 +405,7 @@ class MaskedTransformer(nnx.Module):
         def body(x, layer):
             layer_state, key = layer
             block = nnx.merge(graphdef, layer_state, copy=True)
-            return block(x, key, cond, context, context_mask, deterministic, causal=causal), None
+            return block(x, key, cond, context, context_mask, deterministic, causal=causal, self_mask=self_mask), None
 
         if layers is not None:
             if len(layers) != self.config.num_layers:
@@ -405,10 +483,11 @@ class MaskedTransformer(nnx.Module):
 
     def _context(self, b, context, context_mask, drop_condition):
         cfg = self.config
-        if cfg.conditioning != "cross_attention":
+        if cfg.condition_input != "context":
             return None, None
         if context is None:
-            raise ValueError(f"this model uses cross-attention: pass context float [B, S, {cfg.context_dim}]")
+            raise ValueError(f"this model is conditioned on a context sequence (conditioning={cfg.conditioning!r}): "
+                             f"pass context float [B, S, {cfg.context_dim}]")
         if context.shape[-1] != cfg.context_dim:
             raise ValueError(f"context has width {context.shape[-1]}; expected context_dim={cfg.context_dim}")
         s = context.shape[1]
@@ -425,7 +504,7 @@ class MaskedTransformer(nnx.Module):
 
     # ------------------------------------------------------------------------------------------
     def check_inputs(self, tokens=None, labels=None, *, context=None, context_mask=None, tasks=None,
-                     batch_size: int | None = None, allow_mask: bool = True):
+                     batch_size: int | None = None, allow_mask: bool = True, context_ids=None):
         """Validate concrete tokens and the condition (labels, or context and its mask; task indices
         of a multi-task model) on the host before compiling; raises ValueError naming the argument.
         `batch_size` checks the condition when no tokens are given."""
@@ -457,13 +536,29 @@ class MaskedTransformer(nnx.Module):
             if lab.size and (lab.min() < 0 or lab.max() >= self.config.num_classes):
                 raise ValueError(f"labels hold values outside [0, {self.config.num_classes}): "
                                  f"{sorted(set(lab.tolist()))[:5]}")
-        if self.config.condition_input == "context":
-            d = self.config.context_dim
+        cfg = self.config
+        if cfg.condition_input == "context" and cfg.context_vocab_size:
+            b = batch_size if batch_size is not None else "B"
+            if context_ids is None:
+                raise ValueError(f"context_ids are required: this model embeds its context itself; pass int32 [{b}, S]")
+            ids = np.asarray(context_ids)
+            shape = ids.shape
+            if ids.ndim != 2 or (batch_size is not None and shape[0] != batch_size) or shape[1] > cfg.context_len or \
+                    not np.issubdtype(ids.dtype, np.integer):
+                raise ValueError(f"context_ids has shape {shape}, dtype {ids.dtype}; expected int32 [{b}, S] with "
+                                 f"S <= context_len={cfg.context_len}")
+            if ids.size and (ids.min() < 0 or ids.max() >= cfg.context_vocab_size):
+                raise ValueError(f"context_ids hold values outside [0, {cfg.context_vocab_size})")
+        elif cfg.condition_input == "context":
+            d = cfg.context_dim
             if context is None:
-                raise ValueError(f"context is required: this model uses cross-attention; pass float [B, S, {d}]")
+                raise ValueError(f"context is required: this model is conditioned on a context sequence "
+                                 f"(conditioning={cfg.conditioning!r}); pass float [B, S, {d}]")
             shape = np.shape(context)
-            if len(shape) != 3 or shape[-1] != d or (batch_size is not None and shape[0] != batch_size):
+            if len(shape) != 3 or shape[-1] != d or (batch_size is not None and shape[0] != batch_size) or \
+                    (cfg.conditioning == "prefix" and shape[1] > cfg.context_len):
+                limit = f" with S <= context_len={cfg.context_len}" if cfg.conditioning == "prefix" else ""
                 raise ValueError(f"context has shape {shape}; expected "
-                                 f"[{batch_size if batch_size is not None else 'B'}, S, {d}]")
+                                 f"[{batch_size if batch_size is not None else 'B'}, S, {d}]{limit}")
             if context_mask is not None and np.shape(context_mask) != shape[:2]:
                 raise ValueError(f"context_mask has shape {np.shape(context_mask)}; expected {shape[:2]} (bool [B, S])")

@@ -6,8 +6,11 @@ A modality (image, video, audio, a user's own) is a class built from the experim
 The trainer, `mgt.load_pipeline` and the CLI only ever talk to a task through this protocol: they
 never see pixels, frames or samples.
 
-`BaseTask` implements the parts every modality shares (the class-label condition, the generic
-`--labels` sampling option, output-extension checks); a modality subclasses it and fills in the rest.
+`BaseTask` implements the parts every modality shares (the class-label condition, text conditioning
+through `config.text` with `--prompt` / `--prompts-file` / `--negative-prompt`, the generic `--labels`
+sampling option, output-extension checks); a modality subclasses it and fills in the rest. A source
+whose records carry `"text"` (captions) gives a text-conditioned model its condition with no code
+in the modality.
 """
 
 from __future__ import annotations
@@ -130,6 +133,12 @@ class BaseTask:
     def __init__(self, config):
         self.config = config
         self.num_classes = int(config.data.get("num_classes", 0) or 0)
+        # the text conditioner (mgt.text.TextConditioner) of a text-conditioned config, else None
+        self.text = None
+        if config.get("text") is not None and config.text.get("encoder", None):
+            from mgt.text.conditioner import TextConditioner
+
+            self.text = TextConditioner(config.text)
 
     # ---- condition ----------------------------------------------------------------------------------
     @property
@@ -153,26 +162,73 @@ class BaseTask:
             raise ValueError(f"{argument} {path!r}: expected a path ending in one of {list(self.output_extensions)}")
 
     def add_sample_arguments(self, parser: argparse.ArgumentParser) -> None:
-        if self.model_condition == "labels":
-            parser.add_argument("--labels", default=None,
-                                help="comma-separated class ids, cycled to fill --num (default: every class, "
-                                     "config.sample.per_class each, grouped by class)")
+        parser.add_argument("--labels", default=None,
+                            help="class-conditional models: comma-separated class ids, cycled to fill --num "
+                                 "(default: every class, config.sample.per_class each, grouped by class)")
+        parser.add_argument("--prompt", action="append", default=None,
+                            help="text-conditioned models: a prompt (repeat for several; cycled to fill --num)")
+        parser.add_argument("--prompts-file", default=None, help="text-conditioned models: one prompt per line")
+        parser.add_argument("--negative-prompt", default=None,
+                            help="text-conditioned models: replaces the unconditional half of guidance "
+                                 "(needs --guidance > 0)")
 
     def sample_condition(self, args: argparse.Namespace, num: int | None) -> tuple[Condition, int]:
-        """Class labels from `--labels` (cycled to `num`), or every class `config.sample.per_class` times."""
+        """Class labels from `--labels` (cycled to `num`), or every class `config.sample.per_class` times;
+        prompts from `--prompt` / `--prompts-file` (cycled to `num`) for a text-conditioned model."""
+        prompts = self._cli_prompts(args)
+        if prompts is not None and self.text is None:
+            raise ValueError(f"--prompt / --prompts-file: this workdir's model is not text-conditioned "
+                             f"({'use --labels' if self.model_condition == 'labels' else 'no config.text.encoder'})")
+        if getattr(args, "negative_prompt", None) is not None and self.text is None:
+            raise ValueError("--negative-prompt: this workdir's model is not text-conditioned")
+        labels_text = getattr(args, "labels", None)
+        if labels_text is not None and self.model_condition != "labels":
+            raise ValueError(f"--labels: this workdir's model is not class-conditional "
+                             f"({'use --prompt' if self.text is not None else 'it takes no labels'})")
+        if self.text is not None:
+            if prompts is None:
+                raise ValueError("--prompt (or --prompts-file) is required: this workdir's model is text-conditioned")
+            num = num or len(prompts)
+            cycled = [prompts[i % len(prompts)] for i in range(num)]
+            return self.text.condition(cycled).replace(text=np.asarray(cycled, str)), num
         if self.model_condition == "labels":
-            text = getattr(args, "labels", None)
-            if text is None:
+            if labels_text is None:
                 num = num or self.num_classes * int(self.config.sample.per_class)
                 labels = np.sort(np.resize(np.arange(self.num_classes, dtype=np.int32), num), kind="stable")
                 return Condition(labels=labels), num
-            labels = parse_labels(text, self.num_classes, argument="--labels")
+            labels = parse_labels(labels_text, self.num_classes, argument="--labels")
             num = num or len(labels)
             return Condition(labels=np.resize(labels, num)), num
         if self.model_condition == "context":
             raise ValueError(f"this workdir's model is conditioned on a context sequence; the {self.name!r} task "
                              "has no command-line option to give one (use mgt.load_pipeline from Python)")
         return Condition(), num or 16
+
+    def negative_condition(self, args: argparse.Namespace, batch_size: int, guidance: float) -> Condition | None:
+        """`--negative-prompt`'s condition for a batch of `batch_size` (None without one)."""
+        text = getattr(args, "negative_prompt", None)
+        if text is None:
+            return None
+        if self.text is None:
+            raise ValueError("--negative-prompt: this workdir's model is not text-conditioned")
+        if not guidance:
+            raise ValueError("--negative-prompt acts through classifier-free guidance: give --guidance > 0")
+        return self.text.condition([text] * batch_size)
+
+    def _cli_prompts(self, args) -> list[str] | None:
+        prompts = list(getattr(args, "prompt", None) or [])
+        path = getattr(args, "prompts_file", None)
+        if path is not None:
+            try:
+                with open(path, encoding="utf-8") as f:
+                    prompts += [line.strip() for line in f if line.strip()]
+            except OSError as e:
+                raise ValueError(f"--prompts-file {path!r}: cannot be read ({e.strerror or e})") from None
+            if not prompts:
+                raise ValueError(f"--prompts-file {path!r}: holds no prompts (one per line)")
+        if getattr(args, "prompt", None) is not None and not any(p.strip() for p in args.prompt):
+            raise ValueError("--prompt: expected a non-empty prompt")
+        return prompts or None
 
     def generate(self, pipeline, keys, condition: Condition, batch_size: int, args, **options):
         """`pipeline.generate` on the model's own grid."""

@@ -64,8 +64,10 @@ class NpzStreamWriter:
         for key in self.rows:
             with self._zip.open(f"{key}.npy", "w", force_zip64=True) as f:
                 parts = self.rows[key]
-                np.lib.format.write_array(f, np.concatenate(parts) if parts else
-                                          np.zeros((0,) + self.shapes[key], self.dtypes[key]))
+                rows = np.concatenate(parts) if parts else np.zeros((0,) + self.shapes[key], self.dtypes[key])
+                if rows.dtype.kind == "U":  # strings: as wide as the longest, not the announced width
+                    rows = np.asarray(rows.tolist(), str).reshape(rows.shape)
+                np.lib.format.write_array(f, rows)
         self._zip.close()
         os.replace(self.tmp, self.path)
 
@@ -94,7 +96,7 @@ class BufferedSampleWriter:
 
         outputs = np.concatenate(self.outputs)
         fields = {}
-        for name in ("labels", "context", "context_mask"):
+        for name in ("labels", "context", "context_ids", "context_mask", "text"):
             parts = [getattr(c, name) for c in self.conditions if c is not None]
             if parts and all(p is not None for p in parts):
                 fields[name] = np.concatenate([np.asarray(p) for p in parts])
@@ -106,19 +108,26 @@ class BufferedSampleWriter:
 
 class LabelledUint8Npz:
     """Outputs float32 in [0, 1] → uint8 rows of a streamed `.npz` under `key` (e.g. "images",
-    "videos"), with int32 `labels` (0 where a batch has none): the `.npz` layout of every task's
-    `mgt sample --out *.npz`."""
+    "videos"), with int32 `labels` (0 where a batch has none) — and with `prompts` (unicode, the prompt
+    of each row) when `prompts=True`: the `.npz` layout of every task's `mgt sample --out *.npz`."""
 
-    def __init__(self, path: str, total: int, key: str, example_shape: tuple[int, ...]):
+    def __init__(self, path: str, total: int, key: str, example_shape: tuple[int, ...], *, prompts: bool = False):
         self.key = key
-        self._npz = NpzStreamWriter(path, total, {key: example_shape, "labels": ()},
-                                    {key: np.uint8, "labels": np.int32})
+        shapes, dtypes = {key: example_shape, "labels": ()}, {key: np.uint8, "labels": np.int32}
+        if prompts:
+            shapes["prompts"], dtypes["prompts"] = (), np.dtype("<U1024")
+        self.prompts = prompts
+        self._npz = NpzStreamWriter(path, total, shapes, dtypes)
 
     def add(self, outputs, condition) -> None:
         rows = np.round(np.clip(np.asarray(outputs, np.float32), 0.0, 1.0) * 255.0).astype(np.uint8)
         labels = (np.zeros(len(rows), np.int32) if condition is None or condition.labels is None
                   else np.asarray(condition.labels, np.int32))
-        self._npz.add(**{self.key: rows, "labels": labels})
+        extra = {}
+        if self.prompts:
+            text = None if condition is None else condition.text
+            extra["prompts"] = np.asarray([""] * len(rows) if text is None else text, str)
+        self._npz.add(**{self.key: rows, "labels": labels}, **extra)
 
     def close(self) -> None:
         self._npz.close()

@@ -7,7 +7,7 @@ import dataclasses
 from flax import nnx
 
 from mgt.tokenizers import base
-from mgt.transformer import TransformerConfig, condition_input
+from mgt.transformer import CONTEXT_CONDITIONINGS, TransformerConfig, condition_input
 
 _MODEL_FIELDS = {f.name for f in dataclasses.fields(TransformerConfig)}
 _RUN_ONLY_MODEL_KEYS = {"objective"}
@@ -32,12 +32,23 @@ def make_tokenizer(config, *, seed: int | None = None):
         raise ValueError(f"config.tokenizer does not fit tokenizer {config.tokenizer.name!r}: {e}") from None
 
 
-def transformer_config(config, token_spec) -> TransformerConfig:
-    """`config.model` on the tokenizer's grid."""
+def transformer_config(config, token_spec, text=None) -> TransformerConfig:
+    """`config.model` on the tokenizer's grid; with a text encoder (`text`, a `mgt.text.TextConditioner`,
+    or `config.text.encoder`) the context's width and length come from it."""
     m = {k: v for k, v in config.model.to_dict().items() if k not in _RUN_ONLY_MODEL_KEYS}
     unknown = sorted(set(m) - _MODEL_FIELDS)
     if unknown:
         raise ValueError(f"config.model has unknown fields {unknown}; expected some of {sorted(_MODEL_FIELDS)}")
+    if text is None and config.get("text") is not None and config.text.get("encoder", None):
+        from mgt.text.conditioner import TextConditioner
+
+        text = TextConditioner(config.text)
+    if text is not None:
+        if condition_input(m.get("conditioning", "none")) != "context":
+            raise ValueError(f"config.text.encoder={text.name!r} needs a context conditioning "
+                             f"(config.model.conditioning one of {CONTEXT_CONDITIONINGS}), "
+                             f"got {m.get('conditioning', 'none')!r}")
+        m.update(text.model_fields())
     takes_labels = condition_input(m.get("conditioning", "none")) == "labels"
     try:
         return TransformerConfig(grid=token_spec.grid, codebook_size=token_spec.codebook_size,

@@ -27,7 +27,9 @@ from mgt.training.workdir_lock import WorkdirLock
 STAGES = ("tokenizer", "transformer", "all")
 # Fields that define the experiment, with the task's own `identity_keys`: a workdir is refused when
 # one of them differs. The data source may change (fine-tuning on other data is legitimate).
-IDENTITY_KEYS = ("modality", "tokenizer", "model")
+# what makes two workdirs different experiments (besides each task's own keys); "text" (the text
+# encoder) only where the saved config has that section (workdirs written before it existed)
+IDENTITY_KEYS = ("modality", "tokenizer", "model", "text")
 
 
 class WorkdirMismatchError(ValueError):
@@ -97,6 +99,8 @@ def check_workdir(config, workdir: str, identity_keys=()) -> None:
             saved = json.load(f)
         problems = []
         for key in IDENTITY_KEYS + tuple(identity_keys):
+            if key == "text" and "text" not in saved:
+                continue
             problems += _diff(_lookup(saved, key), _lookup(now, key), key)
         if problems:
             raise WorkdirMismatchError(

@@ -68,7 +68,10 @@ class TransformerStage(Stage):
         self.tokenizer, self.tokenizer_step, self.quiet = tokenizer, tokenizer_step, quiet
         tc = self.train_cfg
         self.spec_in = tokenizer.token_spec(task.input_shape)
-        self.model_config = transformer_config(config, self.spec_in)
+        self.text = getattr(task, "text", None)  # a text-conditioned config's TextConditioner
+        if self.text is not None:
+            self.text.use_workdir(workdir)
+        self.model_config = transformer_config(config, self.spec_in, self.text)
         self.objective = config.model.get("objective", "maskgit")
         if self.objective not in OBJECTIVES:
             raise ValueError(f"config.model.objective={self.objective!r}; expected one of {OBJECTIVES}")
@@ -109,6 +112,7 @@ class TransformerStage(Stage):
         fingerprint = hashlib.sha256(json.dumps({
             "tokenizer": self.config.tokenizer.to_dict(), "tokenizer_step": self.tokenizer_step,
             "data": {k: v for k, v in self.config.data.to_dict().items() if k != "num_workers"},
+            "text": self.text.fingerprint() if self.text is not None else None,
             "seed": int(self.config.seed), "format": TOKEN_CACHE_FORMAT}, sort_keys=True, default=str).encode()
         ).hexdigest()[:16]
         return os.path.join(self.workdir, "transformer", f"tokens_{fingerprint}.npz")
@@ -117,7 +121,8 @@ class TransformerStage(Stage):
         """`(tokens int32 [N, *grid(, K)], condition arrays by batch key)`, built once and cached in the
         workdir. A cache that cannot be read (truncated, damaged) is rebuilt with one warning."""
         path = self.token_cache_path()
-        if os.path.exists(path):
+        # a cache of text ids whose vocabulary is gone (deleted) is rebuilt with a new vocabulary
+        if os.path.exists(path) and not (self.text is not None and self.text.needs_fit):
             try:
                 with np.load(path) as f:
                     return f["tokens"], {k: f[k] for k in f.files if k != "tokens"}
@@ -128,7 +133,7 @@ class TransformerStage(Stage):
         self.task.check_source(source)
         copies = max(1, int(self.config.data.get("token_augmentations", 1)))
         key, chunk = self.task.input_key, 64
-        all_tokens, all_conditions = [], []
+        all_tokens, all_conditions, texts = [], [], []
         tasks = self.model_config.tasks
         conditional = [None if name == GENERATION_TASK else self.task.conditional_task(name) for name in tasks]
         # every batch is padded to `chunk`: one compiled shape (the tokenizer's weights are an argument)
@@ -143,6 +148,12 @@ class TransformerStage(Stage):
                 tokens = tokenize(inputs)
                 all_tokens.append(tokens)
                 fields = {k: np.asarray(v) for k, v in self.task.condition(batch).to_batch().items()}
+                if self.text is not None:
+                    if "text" not in batch:
+                        raise ValueError(f"config.text.encoder={self.text.name!r} needs captions, but the records of "
+                                         f"config.data.source={self.config.data.source!r} carry no 'text'")
+                    texts += [str(t) for t in np.asarray(batch["text"]).reshape(-1)]
+                    fields.pop("text", None)
                 if tasks:  # int32 [n, M, *grid]: each task's condition tokens (generation: zeros, never shown)
                     fields["condition_tokens"] = np.stack(
                         [np.zeros_like(tokens) if c is None else tokenize(c.condition_inputs(inputs))
@@ -152,6 +163,11 @@ class TransformerStage(Stage):
         condition = {k: np.concatenate([c[k] for c in all_conditions]) for k in all_conditions[0]}
         if "label" in condition:
             condition["label"] = condition["label"].astype(np.int32)
+        if self.text is not None:  # the captions → the model's context, once (a frozen encoder costs no step)
+            # a BPE vocabulary: fitted to the captions (the same in every process), saved in the workdir
+            self.text.fit(texts, save=sharding.is_writer())
+            condition.update(self.text.arrays(texts, progress=not self.quiet))
+            condition["text"] = np.asarray(texts, str)
         if not sharding.is_writer():  # every process tokenizes the same data; one writes the cache
             return tokens, condition
         folder = os.path.dirname(path)
@@ -251,8 +267,8 @@ class TransformerStage(Stage):
             labels = self.task.class_labels(per)
             return Condition(labels=labels), len(labels)
         if kind == "context":
-            _, cached = self.token_cache()
-            n = min(8 * per, len(cached["context"]))
+            tokens, cached = self.token_cache()
+            n = min(8 * per, len(tokens))
             # the whole condition (labels too, for the task's writer and metrics); the model keeps its part
             return Condition.from_batch(cached).take(slice(0, n)), n
         return Condition(), per

@@ -122,10 +122,14 @@ class Augment:
 
 @dataclasses.dataclass(frozen=True)
 class ToFloat:
-    """grain `map`: → `{"image": float32 [H, W, 3] in [0, 1], "label": int32 scalar}`."""
+    """grain `map`: → `{"image": float32 [H, W, 3] in [0, 1], "label": int32 scalar}` (and the record's
+    caption `"text"` when it has one)."""
 
     def __call__(self, record: dict) -> dict:
-        return {"image": to_float(record["image"]), "label": np.int32(record.get("label", 0))}
+        out = {"image": to_float(record["image"]), "label": np.int32(record.get("label", 0))}
+        if "text" in record:
+            out["text"] = str(record["text"])
+        return out
 
 
 def make_image_pipeline(

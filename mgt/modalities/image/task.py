@@ -116,19 +116,26 @@ class ImageTask(BaseTask):
         self.check_output(path)
         outputs = np.clip(np.asarray(outputs, np.float32), 0.0, 1.0)
         labels = None if condition is None or condition.labels is None else np.asarray(condition.labels, np.int32)
+        prompts = None if condition is None or condition.text is None else np.asarray(condition.text, str)
         ensure_parent(path)
         if path.lower().endswith(".npz"):
             images = np.round(outputs * 255.0).astype(np.uint8)
-            np.savez(path, images=images, labels=np.zeros(len(images), np.int32) if labels is None else labels)
+            extra = {} if prompts is None else {"prompts": prompts}
+            np.savez(path, images=images, labels=np.zeros(len(images), np.int32) if labels is None else labels,
+                     **extra)
             return
         if not grid:
             from PIL import Image
 
             Image.fromarray(np.round(outputs[0] * 255.0).astype(np.uint8)).save(path)
             return
+        upscale = max(1, 64 // self.image_size)
+        if prompts is not None:  # one row per prompt, titled with it
+            order, titles, per = _prompt_rows(prompts)
+            save_image_grid(path, outputs[order], ncols=per, upscale=upscale, row_titles=titles)
+            return
         names = None if labels is None else [str(int(x)) for x in labels]
-        save_image_grid(path, outputs, labels=names, ncols=_class_columns(labels),
-                        upscale=max(1, 64 // self.image_size))
+        save_image_grid(path, outputs, labels=names, ncols=_class_columns(labels), upscale=upscale)
 
     def sample_writer(self, path: str, total: int):
         """`.npz`: streamed batch by batch (uint8 `images`, `labels`); `.png`: collected for the grid."""
@@ -137,7 +144,7 @@ class ImageTask(BaseTask):
         self.check_output(path)
         from mgt.modalities.writers import LabelledUint8Npz
 
-        return LabelledUint8Npz(path, total, "images", self.input_shape)
+        return LabelledUint8Npz(path, total, "images", self.input_shape, prompts=self.text is not None)
 
     def write_reconstructions(self, path: str, inputs, reconstructions) -> None:
         """Originals in the first row, reconstructions below."""
@@ -190,12 +197,31 @@ class ImageTask(BaseTask):
 
     # ---- metrics --------------------------------------------------------------------------------
     def sample_metrics(self, outputs, condition: Condition) -> dict[str, float]:
-        """For class-conditional digits: the share of samples a real-digit classifier labels with their class."""
+        """For class-conditional digits: the share of samples a real-digit classifier labels with their class;
+        for captioned shapes: the share the shapes detector finds to match their caption (one / two shapes)."""
+        if self.config.data.source == "captioned_shapes" and condition is not None and condition.text is not None:
+            from mgt.modalities.image.shapes_detector import score
+
+            result = score(np.asarray(outputs), [str(t) for t in condition.text])
+            return {f"caption_{k}": v for k, v in result.items() if k.startswith("accuracy") and v == v}
         if self.config.data.source != "digits" or condition is None or condition.labels is None:
             return {}
         from mgt.modalities.image.metrics import digit_class_accuracy
 
         return {"digit_class_accuracy": digit_class_accuracy(outputs, condition.labels)}
+
+
+def _prompt_rows(prompts) -> tuple[np.ndarray, list[str], int]:
+    """(order, row titles, columns): samples grouped by prompt (first appearance order), one row each;
+    rows are as wide as the most frequent prompt (a shorter group leaves blank cells)."""
+    titles = list(dict.fromkeys(prompts.tolist()))
+    groups = [np.flatnonzero(prompts == t) for t in titles]
+    per = max(len(g) for g in groups)
+    if any(len(g) != per for g in groups):  # uneven: plain order, one title per row of `per`
+        rows = -(-len(prompts) // per)
+        return np.arange(len(prompts)), [" | ".join(dict.fromkeys(prompts[r * per:(r + 1) * per].tolist()))
+                                         for r in range(rows)], per
+    return np.concatenate(groups), titles, per
 
 
 def _class_columns(labels) -> int | None:

@@ -38,6 +38,7 @@ def make_image_grid(
     upscale: int = 1,
     padding: int = 2,
     pad_value: int = 255,
+    row_titles: Sequence[str] | None = None,
 ) -> np.ndarray:
     """Tile images into one picture.
 
@@ -47,10 +48,11 @@ def make_image_grid(
       labels: N strings / ints drawn in black below each cell with Pillow's default font.
       upscale: integer nearest-neighbour magnification of each cell (crisp pixels for small images).
       padding: pixels of `pad_value` around and between cells.
+      row_titles: one string per row, written above it (e.g. the prompt of a row of samples).
 
     Returns:
       uint8 `[rows·(h + t) + (rows+1)·padding, cols·w + (cols+1)·padding, 3]` where h, w are the
-      upscaled cell size and t is the label strip height (0 without labels).
+      upscaled cell size and t is the label (and title) strip height (0 without labels and titles).
     """
     images = _to_uint8(images)
     n, h, w, _ = images.shape
@@ -65,22 +67,27 @@ def make_image_grid(
         h, w = h * upscale, w * upscale
     ncols = min(n, ncols or math.ceil(math.sqrt(n)))
     nrows = math.ceil(n / ncols)
-    font = ImageFont.load_default() if labels is not None else None
-    strip = _label_strip_height(font) if font is not None else 0
-    cell_h = h + strip
+    if row_titles is not None and len(row_titles) != math.ceil(n / ncols):
+        raise ValueError(f"make_image_grid: got {len(row_titles)} row titles for {math.ceil(n / ncols)} rows")
+    font = ImageFont.load_default() if labels is not None or row_titles is not None else None
+    strip = _label_strip_height(font) if labels is not None else 0
+    title = _label_strip_height(font) if row_titles is not None else 0
+    cell_h = h + strip + title
     grid = np.full(
         (nrows * cell_h + (nrows + 1) * padding, ncols * w + (ncols + 1) * padding, 3), pad_value, np.uint8
     )
     for i in range(n):
         r, c = divmod(i, ncols)
-        top, left = padding + r * (cell_h + padding), padding + c * (w + padding)
+        top, left = padding + r * (cell_h + padding) + title, padding + c * (w + padding)
         grid[top : top + h, left : left + w] = images[i]
     if font is not None:
         pil = Image.fromarray(grid)
         draw = ImageDraw.Draw(pil)
-        for i, label in enumerate(labels):
+        for r, text in enumerate(row_titles or ()):
+            draw.text((padding + 1, padding + r * (cell_h + padding) + 1), str(text), fill=(0, 0, 0), font=font)
+        for i, label in enumerate(labels or ()):
             r, c = divmod(i, ncols)
-            top, left = padding + r * (cell_h + padding) + h, padding + c * (w + padding)
+            top, left = padding + r * (cell_h + padding) + title + h, padding + c * (w + padding)
             draw.rectangle([left, top, left + w - 1, top + strip - 1], fill=(255, 255, 255))
             draw.text((left + 1, top + 1), str(label), fill=(0, 0, 0), font=font)
         grid = np.asarray(pil)
@@ -96,6 +103,7 @@ def save_image_grid(
     upscale: int = 1,
     padding: int = 2,
     pad_value: int = 255,
+    row_titles: Sequence[str] | None = None,
 ) -> str:
     """Write `make_image_grid(images, ...)` as a PNG at `path` (parent folders are created).
 
@@ -103,7 +111,8 @@ def save_image_grid(
     """
     path = os.fspath(path)
     grid = make_image_grid(
-        images, ncols=ncols, labels=labels, upscale=upscale, padding=padding, pad_value=pad_value
+        images, ncols=ncols, labels=labels, upscale=upscale, padding=padding, pad_value=pad_value,
+        row_titles=row_titles,
     )
     parent = os.path.dirname(path)
     if parent:
