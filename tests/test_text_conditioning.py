@@ -162,3 +162,16 @@ def test_conditioner_with_a_frozen_encoder_by_import_path():
     assert (model_cfg.context_dim, model_cfg.context_len, model_cfg.context_vocab_size) == (8, 6, 0)
     with pytest.raises(ValueError, match="config.text.encoder"):
         TextConditioner(config_dict.ConfigDict({"encoder": "no_such_encoder", "max_length": 4})).condition(["a"])
+
+
+def test_every_modality_keeps_captions_in_its_batches():
+    """A source with captions conditions a text model of any modality: the input transforms keep "text"."""
+    from mgt.modalities.audio.task import AudioToFloat
+    from mgt.modalities.image.preprocess import ToFloat
+    from mgt.modalities.video.task import VideoToFloat
+
+    for transform, record in ((ToFloat(), {"image": np.zeros((4, 4, 3), np.uint8)}),
+                              (AudioToFloat(8), {"audio": np.zeros(8, np.float32)}),
+                              (VideoToFloat((2, 4, 4, 3)), {"video": np.zeros((2, 4, 4, 3), np.uint8)})):
+        assert transform({**record, "text": "a red circle"})["text"] == "a red circle"
+        assert "text" not in transform(record)

@@ -36,6 +36,7 @@ class Task(Protocol):
       identity_keys: dotted config fields that make two workdirs incompatible besides the tokenizer
         and the model (e.g. `("data.image_size", "data.num_classes")`); the data source may change.
       output_extensions: file extensions `write_samples` can write, e.g. `(".png", ".npz")`.
+      text: the `mgt.text.TextConditioner` of a text-conditioned config (captions → condition), or None.
     """
 
     name: str
@@ -43,6 +44,7 @@ class Task(Protocol):
     input_shape: tuple[int, ...]
     identity_keys: tuple[str, ...]
     output_extensions: tuple[str, ...]
+    text: Any
 
     # ---- data -------------------------------------------------------------------------------------
     def source(self, split: str = "train") -> Any:
@@ -96,6 +98,9 @@ class Task(Protocol):
 
     def sample_condition(self, args: argparse.Namespace, num: int | None) -> tuple[Condition, int]:
         """The condition of `mgt sample` from its arguments and the number of samples it makes."""
+
+    def negative_condition(self, args: argparse.Namespace, batch_size: int, guidance: float) -> Condition | None:
+        """The condition of guidance's unconditional half from the arguments (`--negative-prompt`), or None."""
 
     def generate(self, pipeline, keys, condition: Condition, batch_size: int, args: argparse.Namespace,
                  **options):
@@ -276,6 +281,14 @@ class BaseTask:
 
     def sample_metrics(self, outputs, condition: Condition) -> dict[str, float]:
         return {}
+
+
+def keep_caption(out: dict, record: dict) -> dict:
+    """`out` with the record's caption (`"text"`) when it has one: every modality's input transform ends
+    with it, so a source with captions conditions a text-conditioned model of any modality."""
+    if "text" in record:
+        out["text"] = str(record["text"])
+    return out
 
 
 def parse_labels(text: str, num_classes: int, *, argument: str) -> np.ndarray:

@@ -67,6 +67,9 @@ class TextConditioner:
                 self._encoder = make_encoder(self.name, **kwargs)
             except ValueError as e:
                 raise ValueError(f"config.text.encoder={self.name!r}: {e}") from None
+            except TypeError as e:  # e.g. no folder given to an encoder that reads one
+                missing = "; set config.text.path (a Hugging Face folder)" if "path" not in kwargs else ""
+                raise ValueError(f"config.text.encoder={self.name!r}: {e}{missing}") from None
         return self._encoder
 
     def model_fields(self) -> dict:

@@ -24,7 +24,7 @@ import numpy as np
 from mgt.condition import Condition
 from mgt.modalities import register_task
 from mgt.modalities.audio import prompts
-from mgt.modalities.base import BaseTask, ensure_parent, parse_labels
+from mgt.modalities.base import BaseTask, ensure_parent, keep_caption, parse_labels
 
 EDIT_TASKS = ("continue", "inpaint", "periodic", "variation")
 
@@ -40,7 +40,7 @@ class AudioToFloat:
         if audio.shape != (self.num_samples,):
             raise ValueError(f"a clip of shape {audio.shape} does not fit the config's ({self.num_samples},) samples: "
                              "crop it in the source or set config.data.seconds / sample_rate")
-        return {"audio": audio, "label": np.int32(record.get("label", 0))}
+        return keep_caption({"audio": audio, "label": np.int32(record.get("label", 0))}, record)
 
 
 @register_task("audio")

@@ -126,10 +126,9 @@ class ToFloat:
     caption `"text"` when it has one)."""
 
     def __call__(self, record: dict) -> dict:
-        out = {"image": to_float(record["image"]), "label": np.int32(record.get("label", 0))}
-        if "text" in record:
-            out["text"] = str(record["text"])
-        return out
+        from mgt.modalities.base import keep_caption
+
+        return keep_caption({"image": to_float(record["image"]), "label": np.int32(record.get("label", 0))}, record)
 
 
 def make_image_pipeline(

@@ -5,13 +5,15 @@ A source is any object with `__len__` and `__getitem__(i) -> {"image": uint8 [H,
 `make_source(config.data.source, **config.data.source_kwargs)`; `register_source` adds a user's own.
 
   digits   scikit-learn's 1,797 handwritten digits upsampled to 16 or 32 px — no download
-  folder   an ImageFolder-style directory of PNG / JPEG / WebP files
+  folder   an ImageFolder-style directory of PNG / JPEG / WebP files, captioned or not
+  captioned_shapes   one or two coloured shapes with an English caption (mgt.modalities.image.shapes)
   arrays   numpy arrays already in memory
 """
 
 from __future__ import annotations
 
 import functools
+import json
 import logging
 import os
 
@@ -26,7 +28,8 @@ log = logging.getLogger(__name__)
 
 IMAGE_EXTENSIONS = (".png", ".jpg", ".jpeg", ".webp")
 
-_SOURCES = Registry("image source")
+# The captioned shapes register themselves on import; the registry imports them at its first look-up.
+_SOURCES = Registry("image source", builtin_modules=("mgt.modalities.image.shapes",))
 
 
 # `register_source(name)` (a decorator), `registered_sources()`, `make_source(name, **kwargs)`
@@ -35,8 +38,11 @@ registered_sources = _SOURCES.names
 make_source = _SOURCES.build
 
 
-def _record(image: np.ndarray, label: int) -> dict:
-    return {"image": image, "label": np.int32(label)}
+def _record(image: np.ndarray, label: int, text: str | None = None) -> dict:
+    record = {"image": image, "label": np.int32(label)}
+    if text is not None:
+        record["text"] = text
+    return record
 
 
 # ---- image folders -------------------------------------------------------------------------------
@@ -70,6 +76,50 @@ def _images_under(folder: str) -> list[str]:
     return found
 
 
+CAPTIONS_FILE = "captions.jsonl"
+
+
+def _read_captions(folder: str, files: list[str]) -> tuple[dict, int] | None:
+    """Captions of `files` under `folder`: `({normalised file path: text}, unreadable)`, or None when
+    the folder has none (no captions.jsonl and no sidecar).
+
+    A line of `folder/captions.jsonl` is `{"file": path relative to folder, "text": caption}`
+    ("file_name", as in Hugging Face's image folders, works too); a sidecar is `<stem>.txt` next to
+    the image. The jsonl entry wins over a sidecar. `unreadable` counts jsonl lines that are not such
+    an object and sidecars that cannot be read as UTF-8; an empty caption is no caption."""
+    texts, unreadable, found = {}, 0, False
+    jsonl = os.path.join(folder, CAPTIONS_FILE)
+    if os.path.isfile(jsonl):
+        found = True
+        with open(jsonl, "rb") as f:
+            for line in f:
+                if not line.strip():
+                    continue
+                try:
+                    entry = json.loads(line.decode("utf-8"))
+                    file = entry.get("file", entry.get("file_name"))
+                    text = entry["text"]
+                    if not isinstance(file, str) or not isinstance(text, str):
+                        raise TypeError("'file' and 'text' must be strings")
+                except (ValueError, KeyError, TypeError, AttributeError):  # UnicodeDecodeError is a ValueError
+                    unreadable += 1
+                    continue
+                texts.setdefault(os.path.normpath(os.path.join(folder, file)), text.strip())
+    for file in files:
+        sidecar = os.path.splitext(file)[0] + ".txt"
+        if not os.path.isfile(sidecar):
+            continue
+        found = True
+        try:
+            with open(sidecar, encoding="utf-8") as f:
+                text = f.read().strip()
+        except (OSError, UnicodeDecodeError):
+            unreadable += 1
+            continue
+        texts.setdefault(os.path.normpath(file), text)
+    return (texts, unreadable) if found else None
+
+
 @register_source("folder")
 class ImageFolderSource:
     """Images in class subfolders: `path/<class>/**/*.{png,jpg,jpeg,webp}` (any letter case).
@@ -83,13 +133,22 @@ class ImageFolderSource:
     `{"skipped": number of distinct files, "skipped_files": [paths]}`. With `num_workers > 0`
     each worker process keeps its own `stats`.
 
+    Captions (`has_captions`): when the folder holds a `captions.jsonl` (lines of `{"file": path
+    relative to the folder, "text": caption}`) or any `<stem>.txt` sidecar next to an image,
+    records also carry `"text": str`, and images without a caption (none given, an empty one, an
+    unreadable sidecar or jsonl line) are left out when the source is built, with one warning that
+    counts them; `caption_stats` holds `{"uncaptioned": count, "uncaptioned_files": [paths],
+    "unreadable_captions": unreadable sidecars and jsonl lines}`. Without captions records are
+    `{"image", "label"}` as before.
+
     Args:
       path: the root folder.
       image_size: if given, every image is resized (shorter side, bicubic) and centre-cropped to
         `image_size × image_size`; otherwise records keep the file's size.
 
     Raises:
-      ValueError: `path` does not exist, is not a folder, or holds no image file.
+      ValueError: `path` does not exist, is not a folder, holds no image file, or has captions but
+        none for any image.
     """
 
     def __init__(self, path: str | os.PathLike, *, image_size: int | None = None):
@@ -115,16 +174,42 @@ class ImageFolderSource:
                 f"ImageFolderSource: no image files ({', '.join(IMAGE_EXTENSIONS)}) found in folder {path!r}"
             )
         self.path = path
+        self.captions, labels = self._keep_captioned(labels)
+        self.has_captions = self.captions is not None
         self.labels = np.asarray(labels, np.int32)
         self.image_size = image_size
         self.stats = {"skipped": 0, "skipped_files": []}
         self._noted = set()
 
+    def _keep_captioned(self, labels: list[int]) -> tuple[list[str] | None, list[int]]:
+        """Reads the captions and keeps only the captioned files: (captions, their labels), or
+        (None, labels) when the folder has no captions."""
+        self.caption_stats = {"uncaptioned": 0, "uncaptioned_files": [], "unreadable_captions": 0}
+        read = _read_captions(self.path, self.files)
+        if read is None:
+            return None, labels
+        texts, unreadable = read
+        captions = [texts.get(os.path.normpath(f)) or None for f in self.files]
+        missing = [f for f, t in zip(self.files, captions) if t is None]
+        self.caption_stats = {"uncaptioned": len(missing), "uncaptioned_files": missing,
+                              "unreadable_captions": unreadable}
+        if missing or unreadable:
+            log.warning("ImageFolderSource: %d of %d images in %s have no caption and are skipped%s (%d unreadable "
+                        ".txt captions or %s lines)", len(missing), len(self.files), self.path,
+                        f", e.g. {missing[0]}" if missing else "", unreadable, CAPTIONS_FILE)
+        if len(missing) == len(self.files):
+            raise ValueError(f"ImageFolderSource: folder {self.path!r} has captions ({CAPTIONS_FILE} or .txt "
+                             f"sidecars) but none for any of its {len(self.files)} images")
+        keep = [i for i, t in enumerate(captions) if t is not None]
+        self.files = [self.files[i] for i in keep]
+        return [captions[i] for i in keep], [labels[i] for i in keep]
+
     def __len__(self) -> int:
         return len(self.files)
 
     def __repr__(self) -> str:
-        return f"ImageFolderSource({self.path!r}, {len(self)} images, {len(self.class_names)} classes)"
+        captioned = ", captioned" if self.has_captions else ""
+        return f"ImageFolderSource({self.path!r}, {len(self)} images, {len(self.class_names)} classes{captioned})"
 
     def _load(self, index: int) -> np.ndarray:
         notes = []
@@ -153,7 +238,7 @@ class ImageFolderSource:
         for offset in range(n):
             i = (index + offset) % n
             try:
-                return _record(self._load(i), self.labels[i])
+                return _record(self._load(i), self.labels[i], self.captions[i] if self.has_captions else None)
             except (OSError, ValueError, SyntaxError, Image.DecompressionBombError) as e:
                 self._skip(i, e)
         raise ValueError(f"ImageFolderSource: none of the {n} files in {self.path!r} could be decoded")

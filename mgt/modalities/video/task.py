@@ -17,7 +17,7 @@ import numpy as np
 
 from mgt.condition import Condition
 from mgt.modalities import register_task
-from mgt.modalities.base import BaseTask, ensure_parent
+from mgt.modalities.base import BaseTask, ensure_parent, keep_caption
 from mgt.modalities.video import io
 from mgt.modalities.video.commit_tasks import video_condition
 from mgt.modalities.video.sources import make_source
@@ -38,7 +38,8 @@ class VideoToFloat:
         if video.shape != tuple(self.input_shape):
             raise ValueError(f"a clip of shape {video.shape} does not fit the config's (T, S, S, C) = "
                              f"{tuple(self.input_shape)}: set config.data.num_frames / image_size / channels")
-        return {"video": video.astype(np.float32) / 255.0, "label": np.int32(record.get("label", 0))}
+        return keep_caption({"video": video.astype(np.float32) / 255.0, "label": np.int32(record.get("label", 0))},
+                            record)
 
 
 @dataclasses.dataclass(frozen=True)

@@ -1,0 +1,139 @@
+"""Text-to-image end to end on `configs/text2image/shapes.py:tiny`: training with the jointly trained
+encoder over a fitted BPE vocabulary, `mgt sample --prompt / --prompts-file / --negative-prompt`
+(.npz with prompts, a PNG titled by prompt), `pipe.generate(prompts=...)`, bad inputs, and the prefix and
+pooled-adaLN conditionings trained on the same tokenizer."""
+
+from __future__ import annotations
+
+import importlib.util
+import json
+import os
+import shutil
+
+import jax
+import numpy as np
+import pytest
+
+from tests.conftest import ROOT
+
+
+def shapes_config(arg="tiny"):
+    spec = importlib.util.spec_from_file_location("shapes_config", os.path.join(ROOT, "configs", "text2image",
+                                                                               "shapes.py"))
+    module = importlib.util.module_from_spec(spec)
+    spec.loader.exec_module(module)
+    return module.get_config(arg)
+
+
+@pytest.fixture(scope="module")
+def shapes_workdir(tmp_path_factory):
+    from mgt.training import train
+
+    path = str(tmp_path_factory.mktemp("t2i") / "run")
+    train(shapes_config(), path, quiet=True)
+    return path
+
+
+
+
+def test_training_caches_captions_and_fits_the_vocabulary(shapes_workdir):
+    folder = os.path.join(shapes_workdir, "transformer")
+    assert os.path.exists(os.path.join(folder, "text_vocabulary.json"))
+    cache = [f for f in os.listdir(folder) if f.startswith("tokens_")]
+    with np.load(os.path.join(folder, cache[0])) as f:
+        assert {"tokens", "context_ids", "context_mask", "text"} <= set(f.files)
+        assert f["context_ids"].shape == (64, 16) and f["text"].shape == (64,)
+        assert f["context_mask"].any(1).all()  # every caption has tokens
+    assert os.path.exists(os.path.join(shapes_workdir, "samples", "final.png"))
+
+
+def test_sample_cli_with_prompts_and_bad_inputs(shapes_workdir, tmp_path, tiny_workdir, capsys):
+    from mgt.cli import main
+
+    out = str(tmp_path / "x.npz")
+    assert main(["sample", "--workdir", shapes_workdir, "--prompt", "a red circle", "--prompt",
+                 "a large blue square to the left of a small yellow triangle", "--num", "3", "--steps", "2",
+                 "--guidance", "1.5", "--negative-prompt", "a green circle", "--out", out]) == 0
+    with np.load(out) as f:
+        assert f["images"].shape == (3, 32, 32, 3) and f["images"].dtype == np.uint8
+        assert f["prompts"].tolist() == ["a red circle", "a large blue square to the left of a small yellow "
+                                         "triangle", "a red circle"]
+    prompts_file = tmp_path / "prompts.txt"
+    prompts_file.write_text("a white square\n\na cyan triangle\n")
+    png = str(tmp_path / "x.png")
+    assert main(["sample", "--workdir", shapes_workdir, "--prompts-file", str(prompts_file), "--num", "4",
+                 "--steps", "2", "--guidance", "1.5", "--out", png]) == 0
+    assert os.path.getsize(png) > 0
+    for workdir, args, match in (
+            (shapes_workdir, ["--labels", "1"], "--labels: this workdir's model is not class-conditional"),
+            (shapes_workdir, [], "--prompt (or --prompts-file) is required"),
+            (shapes_workdir, ["--prompt", " "], "--prompt: expected a non-empty prompt"),
+            (shapes_workdir, ["--prompt", "a red circle", "--negative-prompt", "x", "--guidance", "0"],
+             "--guidance > 0"),
+            (shapes_workdir, ["--prompts-file", str(tmp_path / "none.txt")], "--prompts-file"),
+            (tiny_workdir, ["--prompt", "a red circle"], "--prompt / --prompts-file: this workdir's model is not "
+                                                         "text-conditioned")):
+        capsys.readouterr()
+        assert main(["sample", "--workdir", workdir, *args, "--out", png]) == 1, args
+        err = capsys.readouterr().err.strip()
+        assert match in err and len(err.splitlines()) == 1 and "Traceback" not in err, err
+
+
+def test_pipeline_generates_from_prompts(shapes_workdir):
+    import mgt
+
+    pipe = mgt.load_pipeline(shapes_workdir)
+    keys = jax.random.split(jax.random.key(0), 2)
+    prompts = ["a red circle", "a small white triangle below a large green square"]
+    a = np.asarray(pipe.generate(keys, prompts=prompts, num_steps=2, guidance=1.0))
+    b = np.asarray(pipe.generate(keys, prompts=prompts, num_steps=2, guidance=1.0, negative_prompts="a red circle"))
+    assert a.shape == b.shape == (2, 32, 32, 3) and np.isfinite(a).all()
+    assert not np.array_equal(a, b)  # the negative prompt replaced the null condition
+    with pytest.raises(ValueError, match="prompts"):
+        pipe.generate(keys, prompts=[], num_steps=2)
+    with pytest.raises(ValueError, match="guidance"):
+        pipe.generate(keys, prompts=prompts, num_steps=2, negative_prompts="x")
+
+
+BERT_FOLDER = os.path.join(ROOT, "tests", "data", "text_encoders", "bert")  # a tiny random BERT (test data)
+
+
+@pytest.mark.parametrize("variant", ["tiny,prefix,bytes", f"tiny,pooled,encoder=bert,path={BERT_FOLDER}"])
+def test_other_conditionings_train_and_sample(shapes_workdir, tmp_path, variant):
+    """Each mechanism trains its transformer on the shared tiny tokenizer: the in-context prefix over the
+    trainable encoder's byte vocabulary, pooled adaLN over a frozen encoder's cached embeddings."""
+    import mgt
+    from mgt.training import train
+
+    config = shapes_config(variant)
+    path = str(tmp_path / "run")
+    shutil.copytree(os.path.join(shapes_workdir, "tokenizer"), os.path.join(path, "tokenizer"))
+    with open(os.path.join(path, "config.json"), "w") as f:
+        f.write(config.to_json())
+    train(config, path, stage="transformer", quiet=True)
+    pipe = mgt.load_pipeline(path)
+    assert pipe.transformer.config.conditioning == config.model.conditioning
+    out = pipe.generate(jax.random.key(1), prompts=["a red circle", "a blue square"], num_steps=2, guidance=2.0)
+    assert np.asarray(out).shape == (2, 32, 32, 3)
+    with open(os.path.join(path, "metrics.jsonl")) as f:
+        losses = [r["loss"] for r in map(json.loads, f) if r["stage"] == "transformer" and "loss" in r]
+    assert losses and np.isfinite(losses).all()
+
+
+def test_muse256_recipe_builds_with_a_t5_folder():
+    from mgt.modalities import make_task
+    from mgt.training.builders import make_tokenizer, transformer_config
+
+    spec = importlib.util.spec_from_file_location("muse_config", os.path.join(ROOT, "configs", "text2image",
+                                                                             "muse256.py"))
+    module = importlib.util.module_from_spec(spec)
+    spec.loader.exec_module(module)
+    config = module.get_config("runlocal")
+    assert module.get_config().sample.num_steps == 24 and module.get_config().text.encoder == "t5"
+    config.text.path = os.path.join(ROOT, "tests", "data", "text_encoders", "t5")
+    task = make_task(config)
+    model = transformer_config(config, make_tokenizer(config).token_spec(task.input_shape), task.text)
+    assert model.grid == (4, 4) and model.conditioning == "cross_attention" and model.context_dim == 32
+    config.text.path = None
+    with pytest.raises(ValueError, match="config.text"):
+        transformer_config(config, make_tokenizer(config).token_spec(task.input_shape))
