@@ -59,11 +59,28 @@ class ModelLogits:
 
     def for_decoding(self) -> "ModelLogits":
         """Called by the decoding loop once, outside its steps: with `decode_layers="unrolled"` (the
-        default) the layers' weights are sliced out of the stack here, once, not at every step."""
-        if self.layers is not None:
+        default) the layers' weights are sliced out of the stack here, once, not at every step; and
+        context ids are embedded by the model's context encoder here, once, not at every step."""
+        has_ids = self.condition.context_ids is not None or (self.negative is not None and
+                                                              self.negative.context_ids is not None)
+        if self.layers is not None and not has_ids:
             return self
         model = nnx.merge(self.graphdef, self.state, copy=True)
-        return self.replace(layers=model.layer_states()) if _decodes_unrolled(model) else self
+        out = self
+        if self.layers is None and _decodes_unrolled(model):
+            out = out.replace(layers=model.layer_states())
+        if has_ids:
+            out = out.replace(condition=_embed_context(model, self.condition),
+                              negative=None if self.negative is None else _embed_context(model, self.negative))
+        return out
+
+
+def _embed_context(model, cond: Condition) -> Condition:
+    """`cond` with its context ids replaced by the model's embedding of them (float `[B, S, C]`)."""
+    if cond.context_ids is None:
+        return cond
+    context = model.context_encoder(cond.context_ids, cond.context_mask)
+    return cond.replace(context=context, context_ids=None)
 
 
 class LayerWeightsCache:

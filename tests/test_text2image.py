@@ -1,7 +1,8 @@
-"""Text-to-image end to end on `configs/text2image/shapes.py:tiny`: training with the jointly trained
-encoder over a fitted BPE vocabulary, `mgt sample --prompt / --prompts-file / --negative-prompt`
-(.npz with prompts, a PNG titled by prompt), `pipe.generate(prompts=...)`, bad inputs, and the prefix and
-pooled-adaLN conditionings trained on the same tokenizer."""
+"""Text-to-image end to end on `configs/text2image/shapes.py:tiny`: training the in-context prefix with
+the jointly trained encoder over a fitted BPE vocabulary, `mgt sample --prompt / --prompts-file /
+--negative-prompt` (.npz with prompts, a PNG titled by prompt), `pipe.generate(prompts=...)`, bad
+inputs; the cross-attention and pooled-adaLN conditionings trained on the same tokenizer; the Muse
+recipe built on a T5 folder."""
 
 from __future__ import annotations
 
@@ -98,9 +99,9 @@ def test_pipeline_generates_from_prompts(shapes_workdir):
 BERT_FOLDER = os.path.join(ROOT, "tests", "data", "text_encoders", "bert")  # a tiny random BERT (test data)
 
 
-@pytest.mark.parametrize("variant", ["tiny,prefix,bytes", f"tiny,pooled,encoder=bert,path={BERT_FOLDER}"])
+@pytest.mark.parametrize("variant", ["tiny,cross,bytes", f"tiny,pooled,encoder=bert,path={BERT_FOLDER}"])
 def test_other_conditionings_train_and_sample(shapes_workdir, tmp_path, variant):
-    """Each mechanism trains its transformer on the shared tiny tokenizer: the in-context prefix over the
+    """Each mechanism trains its transformer on the shared tiny tokenizer: cross-attention over the
     trainable encoder's byte vocabulary, pooled adaLN over a frozen encoder's cached embeddings."""
     import mgt
     from mgt.training import train

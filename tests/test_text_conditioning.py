@@ -108,6 +108,10 @@ def test_negative_condition_replaces_the_null_condition_in_guidance():
     l_c = np.asarray(model(tokens, context_ids=ids, context_mask=MASK))
     l_n = np.asarray(model(tokens, context_ids=neg.context_ids, context_mask=neg.context_mask))
     np.testing.assert_allclose(guided, l_c + 2.0 * (l_c - l_n), atol=1e-4)
+    # decoding embeds the ids once, before its steps: the same logits
+    once = fn.for_decoding()
+    assert once.condition.context_ids is None and once.negative.context is not None
+    np.testing.assert_allclose(np.asarray(guided_logits(once, tokens, 2.0)), guided, atol=1e-5)
     with pytest.raises(ValueError, match="guidance"):
         model_inputs(model, condition=cond, negative=neg)
 
