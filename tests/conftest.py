@@ -81,19 +81,24 @@ def _lock(path: str):
             fcntl.flock(f, fcntl.LOCK_UN)
 
 
-@pytest.fixture(scope="session")
-def tiny_workdir(tmp_path_factory):
-    """A digits workdir trained with `configs/image/digits.py:tiny` (6 + 6 steps, checkpoints every 2),
-    once per session: xdist workers share it through a lock in the session's common temp folder."""
+def trained_once(tmp_path_factory, name: str, config) -> str:
+    """The workdir `name` trained with `config` once per session: xdist workers share it through a
+    lock in the session's common temp folder (read-only; a test that changes it works on a copy)."""
     from mgt.training import train
 
     shared = tmp_path_factory.getbasetemp()
     if os.environ.get("PYTEST_XDIST_WORKER"):
         shared = shared.parent  # common to all workers of this session
-    path = os.path.join(str(shared), "digits_tiny")
+    path = os.path.join(str(shared), name)
     with _lock(path + ".lock"):
         if not os.path.exists(path + ".done"):
             shutil.rmtree(path, ignore_errors=True)
-            train(load_tiny_config(), path, quiet=True)
+            train(config() if callable(config) else config, path, quiet=True)
             open(path + ".done", "w").close()
     return path
+
+
+@pytest.fixture(scope="session")
+def tiny_workdir(tmp_path_factory):
+    """A digits workdir trained with `configs/image/digits.py:tiny` (6 + 6 steps, checkpoints every 2)."""
+    return trained_once(tmp_path_factory, "digits_tiny", load_tiny_config)

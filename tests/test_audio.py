@@ -12,7 +12,7 @@ import os
 import numpy as np
 import pytest
 
-from tests.conftest import ROOT
+from tests.conftest import ROOT, trained_once
 
 pytest.importorskip("espeakng_loader")
 
@@ -25,14 +25,11 @@ def audio_config(arg="tiny"):
     return module.get_config(arg)
 
 
-@pytest.fixture(scope="module")
+@pytest.fixture(scope="session")
 def audio_workdir(tmp_path_factory):
-    from mgt.training import train
-
+    """Trained once per session, shared by every xdist worker (read-only)."""
     os.environ.setdefault("MGT_CACHE_DIR", str(tmp_path_factory.mktemp("cache")))
-    path = str(tmp_path_factory.mktemp("audio") / "run")
-    train(audio_config(), path, quiet=True)
-    return path
+    return trained_once(tmp_path_factory, "audio_tiny", audio_config)
 
 
 # ---- prompts as masks (no model) ------------------------------------------------------------------

@@ -103,7 +103,7 @@ def test_condition_keeps_what_the_model_takes():
     assert full.for_model(none_cfg).is_empty
     with pytest.raises(ValueError, match="class-conditional.*no labels"):
         Condition(context=full.context).for_model(labels_cfg)
-    with pytest.raises(ValueError, match="cross-attention.*no context"):
+    with pytest.raises(ValueError, match="context sequence.*no context"):
         Condition(labels=full.labels).for_model(ctx_cfg)
     assert set(full.to_batch()) == {"label", "context"}
     assert Condition.from_batch(full.to_batch()).labels.tolist() == [0, 1]

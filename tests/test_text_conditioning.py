@@ -52,9 +52,10 @@ def _model(conditioning, vocab=0):
     return model
 
 
-@pytest.mark.parametrize("conditioning", ["cross_attention", "prefix", "pooled_adaln"])
-@pytest.mark.parametrize("vocab", [0, 40])
+@pytest.mark.parametrize("conditioning,vocab", [("cross_attention", 40), ("prefix", 0), ("pooled_adaln", 40)])
 def test_context_conditionings_read_real_positions_only(conditioning, vocab):
+    """Each mechanism (over given embeddings or over ids the model embeds) reads the real positions,
+    never the padding, and takes the null condition where dropped."""
     model = _model(conditioning, vocab)
     tokens = model.spec.masked(2)
     if vocab:
@@ -179,3 +180,15 @@ def test_every_modality_keeps_captions_in_its_batches():
                               (VideoToFloat((2, 4, 4, 3)), {"video": np.zeros((2, 4, 4, 3), np.uint8)})):
         assert transform({**record, "text": "a red circle"})["text"] == "a red circle"
         assert "text" not in transform(record)
+
+
+def test_prompt_grids_have_one_titled_row_per_prompt():
+    from mgt.modalities.image.task import _prompt_rows
+    from mgt.modalities.image.writer import make_image_grid
+
+    prompts = np.asarray(["a red circle", "a large blue square to the left of a small yellow triangle"] * 3)
+    order, titles, per = _prompt_rows(prompts)
+    assert per == 3 and titles == list(dict.fromkeys(prompts.tolist()))
+    assert (prompts[order] == np.repeat(titles, 3)).all()
+    grid = make_image_grid(np.zeros((6, 8, 8, 3)), ncols=per, row_titles=titles)
+    assert grid.shape[1] > 3 * 8 + 4 * 2  # widened so that the long title is read whole

@@ -134,7 +134,8 @@ def test_sample_and_edit_options_come_from_the_modality(workdir, tmp_path, capsy
     for args, expected in ((["--num", "0"], "--num 0: expected an integer >= 1"),
                            (["--steps", "0"], "--steps 0: expected an integer >= 1"),
                            (["--guidance", "-1"], "--guidance -1.0: expected a number >= 0"),
-                           (["--prompt", "a cat"], "unrecognized arguments: --prompt a cat")):
+                           (["--prompt", "a cat"], "--prompt / --prompts-file: this workdir's model is not "
+                                                   "text-conditioned (use --labels)")):
         assert cli.main(["sample", "--workdir", workdir, *args, "--out", out]) == 1
         err = capsys.readouterr().err
         assert expected in err and "Traceback" not in err, err

@@ -14,6 +14,7 @@ import pytest
 from flax import nnx
 
 from mgt.modalities.video.sources import MovingDigitsSource, VideoArraySource, VideoFolderSource
+from tests.conftest import trained_once
 
 ROOT = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
 VIDEO_CONFIG = os.path.join(ROOT, "configs", "video", "moving_digits.py")
@@ -171,13 +172,10 @@ def test_discriminators_for_video_take_clips():
         VideoTokenizerObjective(tc, (4, 16, 16, 1), 0)
 
 
-@pytest.fixture(scope="module")
+@pytest.fixture(scope="session")
 def video_workdir(tmp_path_factory):
-    from mgt.training import train
-
-    path = str(tmp_path_factory.mktemp("video") / "run")
-    train(video_config(), path, quiet=True)
-    return path
+    """Trained once per session, shared by every xdist worker (read-only)."""
+    return trained_once(tmp_path_factory, "video_tiny", video_config)
 
 
 def test_video_workdir_trains_samples_and_reads_back(video_workdir, tmp_path, capsys):

@@ -167,6 +167,9 @@ class BaseTask:
             raise ValueError(f"{argument} {path!r}: expected a path ending in one of {list(self.output_extensions)}")
 
     def add_sample_arguments(self, parser: argparse.ArgumentParser) -> None:
+        # class and text workdirs both know --labels and --prompt, to say which of them applies
+        if self.model_condition != "labels" and self.text is None:
+            return
         parser.add_argument("--labels", default=None,
                             help="class-conditional models: comma-separated class ids, cycled to fill --num "
                                  "(default: every class, config.sample.per_class each, grouped by class)")

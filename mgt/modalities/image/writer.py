@@ -48,11 +48,13 @@ def make_image_grid(
       labels: N strings / ints drawn in black below each cell with Pillow's default font.
       upscale: integer nearest-neighbour magnification of each cell (crisp pixels for small images).
       padding: pixels of `pad_value` around and between cells.
-      row_titles: one string per row, written above it (e.g. the prompt of a row of samples).
+      row_titles: one string per row, written above it (e.g. the prompt of a row of samples); the
+        picture is widened to the longest title.
 
     Returns:
-      uint8 `[rows·(h + t) + (rows+1)·padding, cols·w + (cols+1)·padding, 3]` where h, w are the
-      upscaled cell size and t is the label (and title) strip height (0 without labels and titles).
+      uint8 `[rows·(h + t) + (rows+1)·padding, cols·w + (cols+1)·padding, 3]` (wider with long row
+      titles) where h, w are the upscaled cell size and t is the label (and title) strip height (0
+      without labels and titles).
     """
     images = _to_uint8(images)
     n, h, w, _ = images.shape
@@ -80,6 +82,10 @@ def make_image_grid(
         r, c = divmod(i, ncols)
         top, left = padding + r * (cell_h + padding) + title, padding + c * (w + padding)
         grid[top : top + h, left : left + w] = images[i]
+    if row_titles:  # widen the canvas (blank on the right) so that every title is read whole
+        need = padding + 2 + int(max(font.getlength(str(t)) for t in row_titles))
+        if need > grid.shape[1]:
+            grid = np.concatenate([grid, np.full((grid.shape[0], need - grid.shape[1], 3), pad_value, np.uint8)], 1)
     if font is not None:
         pil = Image.fromarray(grid)
         draw = ImageDraw.Draw(pil)
