@@ -57,6 +57,10 @@ def test_sample_cli_with_prompts_and_bad_inputs(shapes_workdir, tmp_path, tiny_w
         assert f["images"].shape == (3, 32, 32, 3) and f["images"].dtype == np.uint8
         assert f["prompts"].tolist() == ["a red circle", "a large blue square to the left of a small yellow "
                                          "triangle", "a red circle"]
+    recon = str(tmp_path / "r.npz")
+    assert main(["reconstruct", "--workdir", shapes_workdir, "--input", out, "--out", recon]) == 0
+    with np.load(recon) as f:  # the prompts travel with the images
+        assert f["images"].shape == (3, 32, 32, 3) and f["prompts"].tolist()[0] == "a red circle"
     prompts_file = tmp_path / "prompts.txt"
     prompts_file.write_text("a white square\n\na cyan triangle\n")
     png = str(tmp_path / "x.png")

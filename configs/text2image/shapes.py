@@ -14,6 +14,7 @@ split): `benchmarks/text_quality.py` scores prompts with seen and with held-out 
 
 Variants (comma-separated after ':'):
   tiny            a few steps of everything (tests, smoke runs)
+  prefix          the in-context prefix (the default, named for symmetry with the others)
   cross           cross-attention to the text instead of the in-context prefix
   long            more data and steps than the 15-minute budget allows
   pooled          the mean text vector through adaLN (pooled_adaln)
@@ -30,8 +31,8 @@ HELD_OUT = (("red", "triangle"), ("blue", "circle"), ("green", "square"), ("yell
 
 
 def get_config(arg: str | None = None):
-    arg = parse_arg(arg, what="configs/text2image/shapes.py", tiny=False, cross=False, pooled=False, bytes=False,
-                    minilm=False, encoder="", path="", long=False)
+    arg = parse_arg(arg, what="configs/text2image/shapes.py", tiny=False, prefix=False, cross=False, pooled=False,
+                    bytes=False, minilm=False, encoder="", path="", long=False)
     c = image_config()
     c.data.source = "captioned_shapes"
     c.data.source_kwargs = {"num_examples": 10000, "held_out": [list(p) for p in HELD_OUT]}
@@ -82,6 +83,8 @@ def get_config(arg: str | None = None):
     c.sample.per_class = 2  # training-time samples: 8 · 2 cached captions
     c.sample_every = 0
 
+    if arg.prefix:
+        c.model.conditioning = "prefix"
     if arg.cross:
         c.model.conditioning = "cross_attention"
     if arg.pooled:

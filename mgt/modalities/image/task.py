@@ -91,8 +91,8 @@ class ImageTask(BaseTask):
         return to_float(resize_and_crop(image, self.image_size))
 
     def read_inputs(self, path: str, argument: str = "--input"):
-        """An `.npz` as `mgt sample` writes it (`images` uint8 `[N, S, S, 3]`, optional `labels`) or one
-        image file → (float32 `[N, S, S, 3]`, its labels as a `Condition`)."""
+        """An `.npz` as `mgt sample` writes it (`images` uint8 `[N, S, S, 3]`, optional `labels` and
+        `prompts`) or one image file → (float32 `[N, S, S, 3]`, its labels and prompts as a `Condition`)."""
         if not str(path).lower().endswith(".npz"):
             return self.read_input(path, argument)[None], Condition()
         if not os.path.isfile(path):
@@ -101,6 +101,7 @@ class ImageTask(BaseTask):
             with np.load(path) as f:
                 images = np.asarray(f["images"])
                 labels = np.asarray(f["labels"]) if "labels" in f.files else None
+                prompts = np.asarray(f["prompts"]) if "prompts" in f.files else None
         except (KeyError, ValueError, OSError) as e:
             raise ValueError(f"{argument} {path!r}: expected an .npz with 'images' uint8 [N, S, S, 3] ({e})") from None
         s = self.image_size
@@ -108,6 +109,8 @@ class ImageTask(BaseTask):
             raise ValueError(f"{argument} {path!r}: 'images' must be [N, {s}, {s}, 3], got {images.shape}")
         condition = Condition() if labels is None or labels.shape != (len(images),) else Condition(
             labels=labels.astype(np.int32))
+        if prompts is not None and prompts.shape == (len(images),):  # a text workdir's samples keep their prompts
+            condition = condition.replace(text=prompts.astype(str))
         return images.astype(np.float32) / (255.0 if images.dtype == np.uint8 else 1.0), condition
 
     def write_samples(self, path: str, outputs, condition: Condition | None = None, *, grid: bool = True) -> None:
