@@ -9,7 +9,6 @@ Id 0 is padding in both; every batch is padded (or truncated, with one warning) 
 
 from __future__ import annotations
 
-import json
 import os
 import warnings
 
@@ -120,9 +119,3 @@ def make_vocabulary(kind: str, *, max_length: int, size: int = 512, path: str | 
     if kind == "bpe":
         return BpeVocabulary(max_length, size, path)
     raise ValueError(f"config.text.vocabulary={kind!r}; expected one of {VOCABULARIES}")
-
-
-def vocabulary_info(path: str) -> dict:
-    """The saved vocabulary's size (for messages)."""
-    with open(path) as f:
-        return {"size": len(json.load(f)["model"]["vocab"])}
