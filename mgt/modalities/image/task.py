@@ -36,7 +36,7 @@ class ImageTask(BaseTask):
 
     # ---- data -----------------------------------------------------------------------------------
     def source(self, split: str = "train"):
-        """The configured source; `split` applies to sources that have one (digits)."""
+        """The configured source; `split` applies to sources that have one (digits, captioned shapes)."""
         data = self.config.data
         if data.source == "digits":
             return make_source("digits", image_size=self.image_size, split=split)
@@ -46,6 +46,8 @@ class ImageTask(BaseTask):
             if not os.path.isdir(data.path):
                 raise ValueError(f"config.data.path={data.path!r} is not a folder")
             return make_source("folder", path=data.path)
+        if data.source == "captioned_shapes":  # "train", "val" (in distribution) or "test" (held-out pairs)
+            return make_source("captioned_shapes", split=split, **(dict(data.get("source_kwargs", {}) or {})))
         return make_source(data.source, **(dict(data.get("source_kwargs", {}) or {})))
 
     def pipeline(self, source, *, batch_size: int, train: bool, seed: int, augment: bool = True):

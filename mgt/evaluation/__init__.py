@@ -1,0 +1,1 @@
+"""Evaluation: feature networks, Fréchet distances, precision / recall and `mgt eval`."""
