@@ -202,3 +202,19 @@ def test_dac_recipes_build_on_their_token_grids(name, grid, levels):
         assert builders.transformer_config(c, tokens).num_levels == levels
     with pytest.raises(ValueError, match="config.data.path"):
         task.source("train")
+
+
+def test_eval_audio_workdir(audio_workdir, tmp_path):
+    """`mgt eval` on the tiny spoken-digits workdir: FAD with the spoken-digits network (random weights)
+    and DAC's codec distances of the tokenizer's reconstructions."""
+    from mgt.cli import main
+
+    out = tmp_path / "m.json"
+    assert main(["eval", "--workdir", audio_workdir, "--metrics", "fad,mel_distance,stft_distance,si_sdr",
+                 "--num", "6", "--batch-size", "6", "--num-reference", "12", "--steps", "2", "--random-features",
+                 "--quiet", "--json", str(out)]) == 0
+    result = json.loads(out.read_text())
+    assert result["fad"] > 0 and result["mel_distance"] > 0 and result["stft_distance"] > 0
+    assert np.isfinite(result["si_sdr"])
+    assert result["setup"]["features"]["audio"]["network"] == "small_spoken_digits"
+    assert result["setup"]["checkpoint_steps"]["tokenizer"] >= 1

@@ -302,3 +302,21 @@ def test_magvit_recipes_build_on_the_published_token_grids(name):
         from mgt.training import trainer
 
         trainer.make_task(c).source("train")
+
+
+def test_eval_video_workdir(video_workdir, tmp_path):
+    """`mgt eval` on the tiny video workdir: FVD and per-frame FID with the moving-digits network (random
+    weights), PSNR / SSIM of frame prediction of the reference clips."""
+    from mgt.cli import main
+
+    out = tmp_path / "m.json"
+    assert main(["eval", "--workdir", video_workdir, "--metrics", "fvd,frame_fid,psnr,ssim", "--num", "6",
+                 "--batch-size", "6", "--num-reference", "12", "--steps", "2", "--random-features", "--quiet",
+                 "--json", str(out)]) == 0
+    result = json.loads(out.read_text())
+    assert result["fvd"] > 0 and result["frame_fid"] > 0
+    assert 0 < result["psnr"] < 60 and -1 <= result["ssim"] <= 1
+    setup = result["setup"]
+    assert setup["features"]["video"]["network"] == "small_moving_digits"
+    assert setup["prediction"] == {"task": "frame_prediction", "condition_frames": 1, "clips": 6}
+    assert setup["reference"]["count"] == 12

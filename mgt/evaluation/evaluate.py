@@ -56,7 +56,8 @@ def parse_metrics(task, text: str | None) -> list[str]:
     allowed = metrics_of(task)
     bad = [m for m in names if m not in allowed]
     if bad or not names:
-        raise ValueError(f"--metrics {bad or text!r}: a {task.name} workdir offers {list(allowed)}")
+        article = "an" if task.name[0] in "aeiou" else "a"
+        raise ValueError(f"--metrics {bad or text!r}: {article} {task.name} workdir offers {list(allowed)}")
     return list(dict.fromkeys(names))
 
 
