@@ -2,7 +2,8 @@
 
 The engine — token grids, the masked Transformer, training masks, the decoding engine, sharding —
 knows nothing of pixels, frames or samples; tokenizers (`mgt.tokenizers`) and modalities
-(`mgt.modalities`) plug into it; text encoders and the text conditioner are in `mgt.text`.
+(`mgt.modalities`) plug into it; text encoders and the text conditioner are in `mgt.text`; FID, IS,
+precision / recall, FVD, FAD and codec metrics in `mgt.evaluation` (`mgt.evaluate`).
 """
 
 from mgt import commit, decoding, masking, schedules, sharding
@@ -31,6 +32,14 @@ def load_pipeline(workdir: str) -> GenerationPipeline:
     return _load(workdir)
 
 
+def evaluate(workdir: str, **options) -> dict:
+    """Score a trained workdir with its modality's metrics (`mgt eval`): `{"fid": ..., "setup": {...}}`.
+    See `mgt.evaluation.evaluate.evaluate` for the options."""
+    from mgt.evaluation.evaluate import evaluate as _evaluate
+
+    return _evaluate(workdir, **options)
+
+
 __all__ = [
     "ARTransformer",
     "Condition",
@@ -46,6 +55,7 @@ __all__ = [
     "decode",
     "decode_loop",
     "decoding",
+    "evaluate",
     "load_pipeline",
     "make_training_mask",
     "mask_ratio",

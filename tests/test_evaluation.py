@@ -129,6 +129,18 @@ def test_eval_against_an_npz_reference_and_statistics(tiny_workdir, tmp_path, ca
     a = json.loads((tmp_path / "a.json").read_text())
     assert a["setup"]["reference"]["count"] == 30 and a["setup"]["reference"]["source"].endswith("real.npz")
 
+    from PIL import Image
+
+    folder = tmp_path / "folder"
+    for c in range(3):  # a class-per-folder layout: every class is kept when --num-reference is smaller
+        (folder / str(c)).mkdir(parents=True)
+        for i in range(4):
+            Image.fromarray((images[4 * c + i] * 255).astype(np.uint8)).save(folder / str(c) / f"{i}.png")
+    assert main(common + ["--reference", str(folder), "--num-reference", "6", "--json",
+                          str(tmp_path / "f.json")]) == 0
+    f = json.loads((tmp_path / "f.json").read_text())
+    assert f["setup"]["reference"]["count"] == 6 and np.isfinite(f["fid"])
+
     stats = tmp_path / "stats.npz"
     cached = [f for f in os.listdir(os.path.join(tiny_workdir, "eval")) if f.startswith("reference-image")]
     with np.load(os.path.join(tiny_workdir, "eval", cached[0])) as f:
@@ -140,3 +152,45 @@ def test_eval_against_an_npz_reference_and_statistics(tiny_workdir, tmp_path, ca
     capsys.readouterr()
     assert main(common[:-1] + ["precision_recall", "--reference", str(stats), "--json", str(tmp_path / "c.json")]) == 1
     assert "statistics" in capsys.readouterr().err
+
+
+def test_eval_builtin_benchmark_smoke(tmp_path):
+    """`benchmarks/eval_builtin.py --smoke`: the digits network's floor, and blur moves FID up (40 examples
+    are too few for noise σ 0.1, which the network shrugs off, to show above the sampling noise)."""
+    import importlib.util
+
+    path = os.path.join(os.path.dirname(os.path.dirname(__file__)), "benchmarks", "eval_builtin.py")
+    spec = importlib.util.spec_from_file_location("mgt_benchmark_eval_builtin", path)
+    module = importlib.util.module_from_spec(spec)
+    spec.loader.exec_module(module)
+    out = tmp_path / "e.json"
+    (record,) = module.main(["--smoke", "--json", str(out)])
+    assert json.loads(out.read_text()) == [record]
+    assert record["data_set"] == "digits" and record["examples"] == 40 and record["accuracy"] > 0.95
+    assert record["blur"] > record["floor"] > 0 and np.isfinite(record["noise"])
+
+
+def test_standard_networks_behind_feature_net(tiny_workdir):
+    """`--features standard` wiring: Inception-v3 (random weights) embeds a task's images in batches of
+    one compiled shape, grey or RGB; VGGish embeds audio frame by frame."""
+    from mgt.evaluation.features import feature_net
+    from mgt.modalities import make_task
+    from mgt.training.trainer import load_config
+
+    task = make_task(load_config(tiny_workdir))
+    net = feature_net(task, "image", choice="standard", random=True, batch_size=2)
+    images = task.examples("test", 3)
+    features, logits = net.embed(images)
+    assert features.shape == (3, 2048) and logits.shape == (3, 1008) and np.isfinite(features).all()
+    grey, _ = net.embed(images[..., :1])  # digits are grey in RGB: the grey copy gives the same features
+    np.testing.assert_allclose(grey, features, atol=1e-4)
+    assert net.describe()["network"] == "inception" and net.weights.startswith("random")
+
+    audio_task = make_task(load_config(tiny_workdir))
+    audio_task.config = audio_task.config.copy_and_resolve_references()
+    with audio_task.config.unlocked():
+        audio_task.config.data.sample_rate = 16000
+    vggish = feature_net(audio_task, "audio", choice="standard", random=True)
+    clips = np.random.default_rng(0).uniform(-0.5, 0.5, (2, 32000)).astype(np.float32)  # 2 s each
+    frames, none = vggish.embed(clips)
+    assert frames.shape == (4, 128) and none is None

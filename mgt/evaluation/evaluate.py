@@ -70,7 +70,7 @@ class Reference:
         from mgt.evaluation.features import reference_split
 
         self.task, self.path, self.stats = task, path, None
-        self.inputs = self.labels = None
+        self.inputs = self.labels = self.files = None
         if path is None:
             self.split = reference_split(task)
             self.source = task.source(self.split)
@@ -99,14 +99,17 @@ class Reference:
                            if not n.startswith(".") and not n.endswith((".txt", ".json", ".jsonl", ".md")))
             if not files:
                 raise ValueError(f"--reference {path!r}: the folder holds no files")
-            files = files[:limit] if limit else files
-            self.inputs = np.stack([task.read_input(f, "--reference") for f in files])
+            # read batch by batch (a folder may be ImageNet); at most `limit` files spread evenly over the
+            # sorted list, so that a class-per-folder layout keeps every class
+            step = max(1, len(files) // limit) if limit else 1
+            self.files = files[::step][:limit] if limit else files
+            self.count = len(self.files)
         else:
             self.inputs, condition = task.read_inputs(path, "--reference")
             self.labels = None if condition is None else condition.labels
             if limit:
                 self.inputs = self.inputs[:limit]
-        self.count = len(self.inputs)
+            self.count = len(self.inputs)
         self.key = f"path:{self.description}:{stat.st_size}:{int(stat.st_mtime)}:{self.count}"
 
     def batches(self, batch_size: int):
@@ -114,6 +117,11 @@ class Reference:
         if self.stats is not None:
             raise ValueError(f"--reference {self.path!r} holds statistics only (mu, sigma): it serves fid / fvd / "
                              "fad, not metrics that need the reference examples themselves")
+        if self.files is not None:
+            for start in range(0, self.count, batch_size):
+                files = self.files[start:start + batch_size]
+                yield np.stack([self.task.read_input(f, "--reference") for f in files]), None, None
+            return
         if self.inputs is not None:
             for start in range(0, self.count, batch_size):
                 labels = None if self.labels is None else self.labels[start:start + batch_size]
