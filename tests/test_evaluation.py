@@ -194,3 +194,18 @@ def test_standard_networks_behind_feature_net(tiny_workdir):
     clips = np.random.default_rng(0).uniform(-0.5, 0.5, (2, 32000)).astype(np.float32)  # 2 s each
     frames, none = vggish.embed(clips)
     assert frames.shape == (4, 128) and none is None
+
+
+def test_convert_command_refuses_a_foreign_state_dict(tmp_path, capsys):
+    """`mgt convert inception|i3d|vggish` reads a .pth without torch and names what does not fit."""
+    from mgt.cli import main
+
+    fixture = os.path.join(os.path.dirname(__file__), "data", "torch_files", "nested_zip.pth")
+    for network in ("inception", "i3d", "vggish"):
+        assert main(["convert", network, "--from", fixture, "--out", str(tmp_path / "w.safetensors")]) == 1
+        assert "missing" in capsys.readouterr().err
+    assert not (tmp_path / "w.safetensors").exists()
+    assert main(["convert", "inception", "--from", str(tmp_path / "none.pth"), "--out", "x.safetensors"]) == 1
+    assert "does not exist" in capsys.readouterr().err
+    assert main(["convert", "resnet"]) == 1
+    assert "inception|i3d|vggish" in capsys.readouterr().err

@@ -230,11 +230,12 @@ def evaluate(workdir: str, *, metrics: str | None = None, num: int = 10_000, ref
                     result["precision"], result["recall"] = precision_recall(ref_features["image"], gen["image"][0],
                                                                              k=k)
                     setup["precision_recall_k"] = k
-            if task.model_condition == "labels" and "image" in gen and gen["image"][1] is not None \
-                    and not nets["image"].multi_label and nets["image"].name.startswith("small_"):
-                # the built-in classifier's reading of class-conditional samples
+            main_kind = task.name  # "image", "video" or "audio": the kind that embeds a whole sample
+            if task.model_condition == "labels" and main_kind in gen and gen[main_kind][1] is not None \
+                    and not nets[main_kind].multi_label and nets[main_kind].name.startswith("small_"):
+                # the built-in classifier's reading of class-conditional samples (it knows the data's classes)
                 labels = np.asarray(condition.labels)
-                result["class_accuracy"] = float(np.mean(np.argmax(gen["image"][1], 1) == labels))
+                result["class_accuracy"] = float(np.mean(np.argmax(gen[main_kind][1], 1) == labels))
         if predicted:
             result.update(_prediction_metrics(task, pipe, ref, predicted, num, seed, batch_size, options, setup, log))
     setup["seconds"] = round(time.time() - started, 1)

@@ -23,7 +23,7 @@ from mgt.evaluation.small_nets import SPECS, shapes_targets, small_net, weights_
 ROOT = os.path.dirname(os.path.dirname(os.path.dirname(os.path.abspath(__file__))))
 CONFIGS = {"digits": "image/digits.py", "captioned_shapes": "text2image/shapes.py",
            "moving_digits": "video/moving_digits.py", "spoken_digits": "audio/spoken_digits.py"}
-STEPS = {"digits": 1500, "captioned_shapes": 1000, "moving_digits": 800, "spoken_digits": 600}
+STEPS = {"digits": 1500, "captioned_shapes": 3000, "moving_digits": 1500, "spoken_digits": 600}
 
 
 def load_config(name: str, arg: str | None = None):
