@@ -175,7 +175,7 @@ def evaluate(workdir: str, *, metrics: str | None = None, num: int = 10_000, ref
 
     kinds = sorted({FEATURE_KIND[m] for m in names if m in FEATURE_KIND})
     nets = {kind: feature_net(task, kind, choice=features, weights=feature_weights, random=random_features,
-                              batch_size=min(batch_size, 50), quiet=quiet) for kind in kinds}
+                              batch_size=min(batch_size, 50)) for kind in kinds}  # the outer loops show progress
     if ref.stats is not None:
         frechet_names = [m for m in names if m in FRECHET]
         if len(kinds) != 1 or frechet_names != names:
@@ -184,7 +184,7 @@ def evaluate(workdir: str, *, metrics: str | None = None, num: int = 10_000, ref
 
     # reference features (cached) and captions; reconstruction metrics need the pass anyway
     reconstruction = [m for m in names if m in RECONSTRUCTION_METRICS[task.name]]
-    ref_features, ref_texts, ref_labels = _reference_features(workdir, task, ref, nets, batch_size, log)
+    ref_features, ref_texts, _ = _reference_features(workdir, task, ref, nets, batch_size, log, quiet)
     result: dict = {}
     tokenizer_step = None
     if reconstruction:
@@ -212,7 +212,7 @@ def evaluate(workdir: str, *, metrics: str | None = None, num: int = 10_000, ref
         if sampled:
             condition, conditioning = _sample_condition(task, num, ref_texts, prompts_file)
             setup["samples"] = {"count": num, "condition": conditioning, "batch_size": batch_size}
-            gen = _sample_features(task, pipe, condition, num, seed, batch_size, options, nets, log)
+            gen = _sample_features(task, pipe, condition, num, seed, batch_size, options, nets, quiet)
             for m in sampled:
                 net = nets[FEATURE_KIND[m]]
                 if m in FRECHET:
@@ -244,10 +244,8 @@ def evaluate(workdir: str, *, metrics: str | None = None, num: int = 10_000, ref
     return result
 
 
-def _reference_features(workdir, task, ref, nets, batch_size, log):
+def _reference_features(workdir, task, ref, nets, batch_size, log, quiet):
     """`({kind: float32 [N, D]}, captions or None, labels or None)` of the reference, cached per network."""
-    from mgt.evaluation.frechet import FeatureStatistics  # noqa: F401 - statistics-only references need no pass
-
     if ref.stats is not None or not nets:
         return {}, None, None
     folder = os.path.join(workdir, "eval")
@@ -268,7 +266,10 @@ def _reference_features(workdir, task, ref, nets, batch_size, log):
         return out, texts, labels
     collected = {kind: [] for kind in todo}
     all_texts, all_labels = [], []
-    for inputs, batch_labels, batch_texts in ref.batches(batch_size):
+    from tqdm import tqdm
+
+    for inputs, batch_labels, batch_texts in tqdm(ref.batches(batch_size), desc="reference", unit="batch",
+                                                  total=-(-ref.count // batch_size), disable=True if quiet else None):
         for kind, (net, _) in todo.items():
             collected[kind].append(net.embed(inputs)[0])
         all_texts += list(batch_texts or [])
@@ -323,7 +324,7 @@ def sample_args(task) -> argparse.Namespace:
     return parser.parse_args([])
 
 
-def _sample_features(task, pipe, condition, num, seed, batch_size, options, nets, log):
+def _sample_features(task, pipe, condition, num, seed, batch_size, options, nets, quiet):
     """Generate `num` samples batch by batch (memory bounded by one batch) and embed each batch:
     `{kind: (features [num, D], logits [num, C] or None)}`."""
     import jax
@@ -333,7 +334,7 @@ def _sample_features(task, pipe, condition, num, seed, batch_size, options, nets
     batch = min(batch_size, num)
     args = sample_args(task)
     collected = {kind: ([], []) for kind in nets}
-    for start in tqdm(range(0, num, batch), desc="sampling", unit="batch", disable=None if log else True):
+    for start in tqdm(range(0, num, batch), desc="sampling", unit="batch", disable=True if quiet else None):
         n = min(batch, num - start)
         rows = np.minimum(np.arange(start, start + batch), num - 1)  # the last batch padded: one compiled shape
         cond = condition if condition.is_empty else condition.take(rows)

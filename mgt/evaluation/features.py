@@ -66,9 +66,8 @@ def builtin_network(task) -> str | None:
     from mgt.evaluation.small_nets import SPECS
 
     source = task.config.data.get("source", "")
-    return source if source in SPECS and SPECS[source].kind == ("video" if task.name == "video" else
-                                                                  "audio" if task.name == "audio" else "image") \
-        else None
+    # the task's name is its modality ("image", "video", "audio"), as the network's kind
+    return source if source in SPECS and SPECS[source].kind == task.name else None
 
 
 def reference_split(task) -> str:

@@ -13,7 +13,6 @@ finite for any pair of positive semi-definite covariances. Everything is float64
 from __future__ import annotations
 
 import dataclasses
-import os
 
 import numpy as np
 
@@ -84,7 +83,3 @@ def inception_score(logits, splits: int = 10) -> tuple[float, float]:
         log_marginal = np.log(np.mean(p, axis=0, keepdims=True))
         scores.append(float(np.exp(np.mean(np.sum(p * (chunk - log_marginal), axis=1)))))
     return float(np.mean(scores)), float(np.std(scores))
-
-
-def cache_path(folder: str, key: str) -> str:
-    return os.path.join(folder, f"{key}.npz")
