@@ -7,8 +7,8 @@ common damage moves it — then, optionally, the score of trained workdirs on th
 For each built-in data set (digits, captioned shapes, moving digits, spoken digits) and its shipped
 network (`mgt.evaluation.small_nets`), all against the same held-out examples' statistics:
 
-  floor        FID of real training examples against the held-out split (sampling noise of N examples
-               plus the train / held-out gap: what a model that reproduces the data gets)
+  floor        FID of N real training examples against the held-out split (sampling noise of N examples
+               plus the train / held-out gap: what a model that reproduces the data gets from N samples)
   noise        the same training examples with Gaussian noise (σ 0.1 of the [0, 1] / [-1, 1] range)
   blur         images / frames blurred (Gaussian σ 1 px); audio low-passed (a 5-tap moving average)
   frozen       video only: every frame replaced by the clip's first (no motion)
@@ -59,9 +59,9 @@ def measure_data_set(name: str, num: int, seed: int = 0) -> dict:
     net = feature_net(task, kind, choice="builtin")
     split = reference_split(task)
     held = task.examples(split, num)
-    train = task.examples("train", len(held))
+    train = task.examples("train", num)  # as many as a sampled side would have
     real = FeatureStatistics.of(net.embed(held)[0])
-    record = {"data_set": name, "examples": len(held), "split": split,
+    record = {"data_set": name, "examples": len(held), "train_examples": len(train), "split": split,
               "accuracy": float(net.metadata.get("heldout_accuracy", "nan")),
               "floor": frechet_between(FeatureStatistics.of(net.embed(train)[0]), real)}
     rng = np.random.default_rng(seed)
