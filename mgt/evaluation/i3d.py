@@ -33,6 +33,8 @@ import jax.numpy as jnp
 import numpy as np
 from flax import nnx
 
+from mgt.evaluation.resize import resize_bilinear_like_torch
+
 NETWORK = "i3d_kinetics400"
 NUM_CLASSES = 400
 FEATURE_DIM = 1024
@@ -68,22 +70,6 @@ def _max_pool_same(x_bthwc: jax.Array, window: tuple[int, int, int], strides: tu
     pads = [(0, 0)] + [_same_pads(n, k, s) for n, k, s in zip(x_bthwc.shape[1:4], window, strides)] + [(0, 0)]
     x_bthwc = jnp.pad(x_bthwc, pads)
     return jax.lax.reduce_window(x_bthwc, -jnp.inf, jax.lax.max, (1, *window, 1), (1, *strides, 1), "VALID")
-
-
-def _bilinear_matrix(size_out: int, size_in: int) -> np.ndarray:
-    """float32 [size_out, size_in]: 1-D bilinear resampling exactly as PyTorch's `align_corners=False`.
-
-    Built by hand rather than with `jax.image.resize` so that the edge rule is PyTorch's by construction
-    (source coordinates below 0 clamp to pixel 0) and shrinking never antialiases."""
-    scale = size_in / size_out
-    src = np.maximum((np.arange(size_out) + 0.5) * scale - 0.5, 0.0)
-    i0 = np.minimum(np.floor(src).astype(np.int64), size_in - 1)
-    i1 = np.minimum(i0 + 1, size_in - 1)
-    w1 = src - i0
-    matrix = np.zeros((size_out, size_in), np.float64)
-    np.add.at(matrix, (np.arange(size_out), i0), 1.0 - w1)
-    np.add.at(matrix, (np.arange(size_out), i1), w1)
-    return matrix.astype(np.float32)
 
 
 class Unit3D(nnx.Module):
@@ -153,12 +139,10 @@ class I3D(nnx.Module):
             raise ValueError(f"videos: expected [B, T, H, W, 3] with T >= {MIN_FRAMES} frames, got shape "
                              f"{tuple(videos_bthwc.shape)}")
         x = videos_bthwc.astype(jnp.float32)
-        _, _, h, w, _ = x.shape
-        # Separable resize as two small matmuls; HIGHEST so that a GPU does not round the input to TF32.
-        if h != IMAGE_SIZE:
-            x = jnp.einsum("Hh,bthwc->btHwc", _bilinear_matrix(IMAGE_SIZE, h), x, precision="highest")
-        if w != IMAGE_SIZE:
-            x = jnp.einsum("Ww,bthwc->bthWc", _bilinear_matrix(IMAGE_SIZE, w), x, precision="highest")
+        b, t, h, w, c = x.shape
+        if (h, w) != (IMAGE_SIZE, IMAGE_SIZE):  # every frame as an image
+            x = resize_bilinear_like_torch(x.reshape(b * t, h, w, c), (IMAGE_SIZE, IMAGE_SIZE))
+            x = x.reshape(b, t, IMAGE_SIZE, IMAGE_SIZE, c)
         return x * 2.0 - 1.0
 
     def _pooled(self, videos_bthwc: jax.Array) -> jax.Array:
