@@ -182,6 +182,9 @@ def evaluate(workdir: str, *, metrics: str | None = None, num: int = 10_000, ref
     kinds = sorted({FEATURE_KIND[m] for m in names if m in FEATURE_KIND})
     nets = {kind: feature_net(task, kind, choice=features, weights=feature_weights, random=random_features,
                               batch_size=min(batch_size, 50)) for kind in kinds}  # the outer loops show progress
+    if "is" in names and nets["image"].multi_label:  # before any sampling
+        raise ValueError(f"--metrics is: the {nets['image'].name} network is multi-label, and IS needs a "
+                         "single-label classifier head")
     if ref.stats is not None:
         frechet_names = [m for m in names if m in FRECHET]
         if len(kinds) != 1 or frechet_names != names:
@@ -226,8 +229,6 @@ def evaluate(workdir: str, *, metrics: str | None = None, num: int = 10_000, ref
                     fake = frechet.FeatureStatistics.of(gen[net.kind][0])
                     result[m] = frechet.frechet_between(fake, real)
                 elif m == "is":
-                    if gen["image"][1] is None or net.multi_label:
-                        raise ValueError(f"--metrics is: the {net.name} network has no single-label classifier head")
                     result["is"], result["is_std"] = frechet.inception_score(gen["image"][1], is_splits)
                     setup["is_splits"] = is_splits
                 elif m == "precision_recall":
@@ -245,9 +246,13 @@ def evaluate(workdir: str, *, metrics: str | None = None, num: int = 10_000, ref
         if predicted:
             result.update(_prediction_metrics(task, pipe, ref, predicted, num, seed, batch_size, options, setup, log))
     setup["seconds"] = round(time.time() - started, 1)
-    result = {k: float(v) for k, v in result.items()}
-    result["setup"] = setup
-    return result
+    # the metrics in the order asked for, each with its companions (is_std, recall), then class_accuracy
+    order = [key for m in names for key in {"is": ("is", "is_std"), "precision_recall": ("precision", "recall")}
+             .get(m, (m,))]
+    ordered = {k: float(result[k]) for k in order if k in result}
+    ordered.update({k: float(v) for k, v in result.items() if k not in ordered})
+    ordered["setup"] = setup
+    return ordered
 
 
 def _reference_features(workdir, task, ref, nets, batch_size, log, quiet):
