@@ -163,6 +163,10 @@ def _standard(task, name: str, kind: str, *, weights: str | None, random: bool, 
     elif name == "i3d":
         from mgt.evaluation import i3d as module
 
+        if kind == "video" and task.input_shape[0] < module.MIN_FRAMES:  # say so before any sampling
+            raise ValueError(f"I3D needs clips of at least {module.MIN_FRAMES} frames (its last pooling spans "
+                             f"time); this workdir's have {task.input_shape[0]} (config.data.num_frames)")
+
         net = module.random_i3d(0) if random else module.load_i3d(weights)
     else:
         from mgt.evaluation import vggish as module
