@@ -307,6 +307,7 @@ def test_magvit_recipes_build_on_the_published_token_grids(name):
 def test_eval_video_workdir(video_workdir, tmp_path):
     """`mgt eval` on the tiny video workdir: FVD and per-frame FID with the moving-digits network (random
     weights), PSNR / SSIM of frame prediction of the reference clips."""
+    import mgt
     from mgt.cli import main
 
     out = tmp_path / "m.json"
@@ -320,3 +321,5 @@ def test_eval_video_workdir(video_workdir, tmp_path):
     assert setup["features"]["video"]["network"] == "small_moving_digits"
     assert setup["prediction"] == {"task": "frame_prediction", "condition_frames": 1, "clips": 6}
     assert setup["reference"]["count"] == 12
+    with pytest.raises(ValueError, match="at least 9 frames"):  # I3D on 4-frame clips: refused before sampling
+        mgt.evaluate(video_workdir, metrics="fvd", num=6, features="standard", random_features=True, quiet=True)
