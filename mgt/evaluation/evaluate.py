@@ -81,9 +81,7 @@ class Reference:
             self.split = reference_split(task)
             self.source = task.source(self.split)
             self.count = len(self.source) if limit is None else min(limit, len(self.source))
-            kwargs = json.dumps(task.config.data.get("source_kwargs", {}).to_dict()
-                                if hasattr(task.config.data.get("source_kwargs", {}), "to_dict")
-                                else dict(task.config.data.get("source_kwargs", {}) or {}), sort_keys=True)
+            kwargs = json.dumps(dict(task.config.data.get("source_kwargs", {}) or {}), sort_keys=True, default=str)
             self.description = f"{task.config.data.source} ({self.split} split)"
             self.key = f"builtin:{task.config.data.source}:{self.split}:{kwargs}:{task.input_shape}:{self.count}"
             return
