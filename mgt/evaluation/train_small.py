@@ -27,13 +27,10 @@ STEPS = {"digits": 1500, "captioned_shapes": 3000, "moving_digits": 1500, "spoke
 
 
 def load_config(name: str, arg: str | None = None):
-    import importlib.util
+    """The config of built-in data set `name`'s main job (`configs/...`), variant `arg`."""
+    from mgt.registry import _load_file  # the one loader of Python files by path
 
-    path = os.path.join(ROOT, "configs", CONFIGS[name])
-    spec = importlib.util.spec_from_file_location(f"config_{name}", path)
-    module = importlib.util.module_from_spec(spec)
-    spec.loader.exec_module(module)
-    return module.get_config(arg)
+    return _load_file(os.path.join(ROOT, "configs", CONFIGS[name])).get_config(arg)
 
 
 def labelled_set(name: str, task, split: str, limit: int | None = None) -> tuple[np.ndarray, np.ndarray]:
