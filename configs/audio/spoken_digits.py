@@ -4,8 +4,8 @@ Transformer (built in, offline: synthesised once with eSpeak NG — `pip install
 The ten words "zero" … "nine" in 48 eSpeak voices (8 English accents × 6 voice variants) at 2 rates
 and 2 pitches, 0.8 s clips at 8 kHz (telephone band, the rate of the Free Spoken Digit Dataset);
 38 voices train, 10 unseen voices are the test split (`SpokenDigitsSource`). A small DAC-style codec
-(strides 2·4·5·8 → 25 frames/s, 4 residual levels of 256 codes: 800 bit/s) and one
-class-conditional masked Transformer over its 20 × 4 tokens, trained with SoundStorm's level-wise
+(strides 2·4·5·4 → 50 frames/s, 2 residual levels of 256 codes: 800 bit/s) and one
+class-conditional masked Transformer over its 40 × 2 tokens, trained with SoundStorm's level-wise
 masks and prompts, decoded level by level:
 
     mgt train --config configs/audio/spoken_digits.py --workdir runs/spoken_digits
@@ -30,9 +30,12 @@ def get_config(arg: str | None = None):
 
     c.tokenizer.channels = 16
     c.tokenizer.decoder_channels = 256  # 16 channels at the full rate: 88 % of reconstructions readable, not 45–66 %
-    c.tokenizer.strides = (2, 4, 5, 8)
+    # 50 frames/s × 2 levels, not 25 × 4 (the same 800 bit/s and 80 tokens a clip): the decoder makes
+    # 160 samples a frame, not 320, and 90 % of held-out reconstructions are recognised, not 82 %; with
+    # 25 frames/s the first level alone gave 79 % and the other three together only 3 points more
+    c.tokenizer.strides = (2, 4, 5, 4)
     c.tokenizer.latent_dim = 64
-    c.tokenizer.num_levels = 4
+    c.tokenizer.num_levels = 2
     c.tokenizer.codebook_size = 256
     c.tokenizer.codebook_dim = 8
     c.tokenizer.quantizer_dropout = 0.5
@@ -57,7 +60,7 @@ def get_config(arg: str | None = None):
     c.model.conditioning = "class_token"
     c.model.null_condition = True
 
-    c.transformer_train.steps = 1500
+    c.transformer_train.steps = 3000  # 1,500 steps: 62–67 % of samples recognised; 3,000: 85–90 %
     c.transformer_train.batch_size = 32
     c.transformer_train.learning_rate = 1e-3
     c.transformer_train.warmup_steps = 100
@@ -66,13 +69,14 @@ def get_config(arg: str | None = None):
     c.transformer_train.ema_decay = 0.99
 
     c.sample.num_steps = 12
-    c.sample.stages = "12,2,2,2"  # SoundStorm: the coarse level in 12 steps, each finer one in 2
+    c.sample.stages = "12,2"  # SoundStorm: the coarse level in 12 steps, the finer one in 2
     c.sample.guidance = 1.0
     c.sample.per_class = 2
     c.sample_every = 1000
 
     if arg.tiny:
         c.data.seconds = 0.32  # 2560 samples: 8 token frames
+        c.tokenizer.strides = (2, 4, 5, 8)
         c.data.source_kwargs = {"voices": ("en", "en-us+f3"), "rates": (170,), "pitches": (50,)}
         c.tokenizer.channels = 4
         c.tokenizer.decoder_channels = 16
