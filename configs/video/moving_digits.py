@@ -56,7 +56,9 @@ def get_config(arg: str | None = None):
         c.tokenizer.channel_multipliers, c.tokenizer.temporal_downsample = (1, 2), (True,)
         c.tokenizer.base_channels = 32
 
-    c.tokenizer_train.steps = 1500
+    # 3,000 + 3,000 steps fill the 15-minute budget on the 2-core CPU (13 min): reconstructions read as
+    # their class 0.83, not 0.50 (1,500 steps), generated frames 0.28, not 0.14 (1,000 transformer steps)
+    c.tokenizer_train.steps = 3000
     c.tokenizer_train.batch_size = 8
     c.tokenizer_train.learning_rate = 1e-3
     c.tokenizer_train.warmup_steps = 50
@@ -70,7 +72,7 @@ def get_config(arg: str | None = None):
     c.model.null_condition = True
     c.model.tasks = ("generation", "frame_prediction", "interpolation", "outpaint_central", "inpaint_central")
 
-    c.transformer_train.steps = 1000  # the 15-minute budget; quality keeps rising with more (see README)
+    c.transformer_train.steps = 3000  # quality keeps rising with more (see README)
     c.transformer_train.batch_size = 32
     c.transformer_train.learning_rate = 1e-3
     c.transformer_train.warmup_steps = 100
@@ -78,7 +80,7 @@ def get_config(arg: str | None = None):
     c.transformer_train.condition_dropout = 0.1
     c.transformer_train.ema_decay = 0.99
 
-    c.sample.guidance = 1.0
+    c.sample.guidance = 3.0  # generated frames read as their class: 0.28 / 0.38 / 0.41 at guidance 1 / 3 / 6
     c.sample.per_class = 2
     c.sample_every = 1000
 
