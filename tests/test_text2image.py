@@ -1,4 +1,4 @@
-"""Text-to-image end to end on `configs/text2image/shapes.py:tiny`: training the in-context prefix with
+"""Text-to-image end to end on `configs/text2image/shapes.py:tiny,prefix`: training the in-context prefix with
 the jointly trained encoder over a fitted BPE vocabulary, `mgt sample --prompt / --prompts-file /
 --negative-prompt` (.npz with prompts, a PNG titled by prompt), `pipe.generate(prompts=...)`, bad
 inputs; the cross-attention and pooled-adaLN conditionings trained on the same tokenizer; the Muse
@@ -19,7 +19,7 @@ from flax import nnx
 from tests.conftest import ROOT, trained_once
 
 
-def shapes_config(arg="tiny"):
+def shapes_config(arg="tiny,prefix"):
     spec = importlib.util.spec_from_file_location("shapes_config", os.path.join(ROOT, "configs", "text2image",
                                                                                "shapes.py"))
     module = importlib.util.module_from_spec(spec)
