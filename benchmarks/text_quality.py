@@ -27,8 +27,9 @@ import time
 GROUPS = (("seen", "one"), ("seen", "two"), ("held_out", "one"), ("held_out", "two"))
 
 
-def _generate(pipe, prompts, per_prompt, guidance, steps, seed, batch_size=64, negative=None):
-    """float32 images `[len(prompts) · per_prompt, H, W, 3]` (each prompt `per_prompt` times, in order)."""
+def _generate(pipe, prompts, per_prompt, guidance, options, seed, batch_size=64, negative=None):
+    """float32 images `[len(prompts) · per_prompt, H, W, 3]` (each prompt `per_prompt` times, in order);
+    `options`: the decoding options but guidance (`mgt.sampling.decode_options`)."""
     import jax
     import numpy as np
 
@@ -40,8 +41,7 @@ def _generate(pipe, prompts, per_prompt, guidance, steps, seed, batch_size=64, n
         rows = np.minimum(np.arange(start, start + batch_size), len(texts) - 1)  # one compiled shape
         padded = [texts[i] for i in rows]
         neg = None if negative is None else [negative[i // per_prompt] for i in rows]
-        images = pipe.generate(keys[rows], prompts=padded, num_steps=steps, guidance=guidance,
-                               negative_prompts=neg)
+        images = pipe.generate(keys[rows], prompts=padded, guidance_scale=guidance, negative_prompts=neg, **options)
         out.append(np.asarray(images)[:len(part)])
     return np.concatenate(out)
 
@@ -82,13 +82,18 @@ def evaluate(workdir, *, prompts_per_group, per_prompt, guidances, steps, seed) 
     import mgt
     from mgt.modalities.image.shapes import prompts as make_prompts
     from mgt.modalities.image.shapes_detector import score
+    from mgt.sampling import decode_options
 
     pipe = mgt.load_pipeline(workdir)
+    # the config's decoding options (temperatures, filtering, ...) as `mgt sample` builds them
+    options = decode_options(pipe.config.sample, pipe.spec.num_levels, num_steps=steps)
+    options.pop("guidance_scale")
     if pipe.task.text is None or pipe.config.data.source != "captioned_shapes":
         raise SystemExit(f"{workdir}: not a text-conditioned captioned-shapes workdir")
     held = [tuple(p) for p in pipe.config.data.source_kwargs.get("held_out", ())]
     record = {"workdir": workdir, "encoder": pipe.task.text.name, "conditioning": pipe.transformer.config.conditioning,
-              "vocabulary": getattr(pipe.task.text.vocabulary, "kind", None), "steps": steps,
+              "vocabulary": getattr(pipe.task.text.vocabulary, "kind", None), "steps": options["num_steps"],
+              "decode": dict(options),
               "per_prompt": per_prompt, "checkpoint_steps": pipe.steps, "results": []}
     groups = {g: make_prompts(g[1], g[0] == "held_out", prompts_per_group, seed=seed, held_out_pairs=held)
               for g in GROUPS}
@@ -96,7 +101,7 @@ def evaluate(workdir, *, prompts_per_group, per_prompt, guidances, steps, seed) 
     for guidance in guidances:
         for (split, kind), items in groups.items():
             texts, meanings = [t for t, _ in items], [m for _, m in items]
-            images = _generate(pipe, texts, per_prompt, guidance, steps, seed)
+            images = _generate(pipe, texts, per_prompt, guidance, options, seed)
             s = score(images, [m for m in meanings for _ in range(per_prompt)])
             record["results"].append({"guidance": guidance, "split": split, "shapes": kind, "accuracy": s["accuracy"],
                                       "num": s["num"]})
@@ -106,8 +111,8 @@ def evaluate(workdir, *, prompts_per_group, per_prompt, guidances, steps, seed) 
         items = groups[("seen", "one")]
         texts, meanings = [t for t, _ in items], [m for _, m in items]
         negatives = [_negative_for(m) for m in meanings]
-        plain = _generate(pipe, texts, per_prompt, g, steps, seed + 1)
-        with_neg = _generate(pipe, texts, per_prompt, g, steps, seed + 1, negative=negatives)
+        plain = _generate(pipe, texts, per_prompt, g, options, seed + 1)
+        with_neg = _generate(pipe, texts, per_prompt, g, options, seed + 1, negative=negatives)
         rep = [m for m in meanings for _ in range(per_prompt)]
         record["negative_prompts"] = {"guidance": g, "accuracy_null": score(plain, rep)["accuracy"],
                                       "accuracy_negative": score(with_neg, rep)["accuracy"],
@@ -121,7 +126,7 @@ def main(argv=None):
     p.add_argument("--prompts", type=int, default=32, help="prompts per group (seen/held-out × one/two shapes)")
     p.add_argument("--per-prompt", type=int, default=4, help="images generated per prompt")
     p.add_argument("--guidance", default="0,2,4", help="comma-separated guidance scales")
-    p.add_argument("--steps", type=int, default=8, help="decoding steps")
+    p.add_argument("--steps", type=int, default=None, help="decoding steps (default: the config's)")
     p.add_argument("--seed", type=int, default=0)
     p.add_argument("--json", default=None, help="write the records here")
     args = p.parse_args(argv)

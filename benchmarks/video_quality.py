@@ -39,18 +39,21 @@ def main(argv=None):
     import mgt
     from mgt.benchmarking import write_records
     from mgt.modalities.video import metrics
+    from mgt.sampling import decode_options
 
     pipe = mgt.load_pipeline(args.workdir)
     config, task, model, tokenizer = pipe.config, pipe.task, pipe.transformer, pipe.tokenizer
-    s = config.sample
-    steps = int(args.steps or s.num_steps)
-    guidance = float(s.guidance if args.guidance is None else args.guidance) if model.config.null_condition else 0.0
+    # the config's decoding options (temperatures, filtering, ...) as `mgt sample` builds them
+    options = decode_options(config.sample, pipe.spec.num_levels, num_steps=args.steps, guidance_scale=args.guidance)
+    if not model.config.null_condition:
+        options["guidance_scale"] = 0.0
+    steps, guidance = options["num_steps"], options["guidance_scale"]
     source = task.source("test")
     n = min(args.clips, len(source))
     clips = task.examples("test", n)  # float32 [N, T, S, S, C]
     labels = np.asarray(getattr(source, "labels", np.zeros(len(source), np.int32)))[:n]
     record = {"benchmark": "video_quality", "workdir": args.workdir, "clips": n, "decode_steps": steps,
-              "guidance": guidance, "device": str(jax.devices()[0].platform)}
+              "guidance": guidance, "decode": dict(options), "device": str(jax.devices()[0].platform)}
 
     # ---- tokenizer ----------------------------------------------------------------------------------
     graphdef, state = nnx.split(tokenizer)
@@ -96,8 +99,7 @@ def main(argv=None):
         start = time.time()
         videos = np.concatenate([
             np.asarray(pipe.generate(jax.random.fold_in(jax.random.key(args.seed), i), labels=gen_labels[i:i + 100],
-                                     num_steps=steps, guidance_scale=guidance,
-                                     choice_temperature=float(s.choice_temperature)))
+                                     **options))
             for i in range(0, len(gen_labels), 100)])
         record["generation_seconds"] = time.time() - start
         record["generated_clips"] = int(len(gen_labels))
