@@ -57,7 +57,7 @@ def get_config(arg: str | None = None):
         c.tokenizer.base_channels = 32
 
     # 3,000 + 3,000 steps fill the 15-minute budget on the 2-core CPU (12 min 38 s): reconstructions read
-    # as their class 0.83, not 0.50 (1,500 steps); generated frames 0.40, not 0.14 (1,000 transformer steps)
+    # as their class 0.83, not 0.50 (1,500 steps); generated frames 0.28, not 0.14 (1,000 transformer steps)
     c.tokenizer_train.steps = 3000
     c.tokenizer_train.batch_size = 8
     c.tokenizer_train.learning_rate = 1e-3

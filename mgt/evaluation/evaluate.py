@@ -180,11 +180,11 @@ def evaluate(workdir: str, *, metrics: str | None = None, num: int = 10_000, ref
     kinds = sorted({FEATURE_KIND[m] for m in names if m in FEATURE_KIND})
     nets = {kind: feature_net(task, kind, choice=features, weights=feature_weights, random=random_features,
                               batch_size=min(batch_size, 50)) for kind in kinds}  # the outer loops show progress
-    if "is" in names and nets["image"].multi_label and metrics is None:  # the default set: IS has no meaning here
-        names.remove("is")
     if "is" in names and nets["image"].multi_label:  # before any sampling
-        raise ValueError(f"--metrics is: the {nets['image'].name} network is multi-label, and IS needs a "
-                         "single-label classifier head")
+        if metrics is not None:
+            raise ValueError(f"--metrics is: the {nets['image'].name} network is multi-label, and IS needs a "
+                             "single-label classifier head")
+        names.remove("is")  # only in the default set: no meaning with this network
     if ref.stats is not None:
         frechet_names = [m for m in names if m in FRECHET]
         if len(kinds) != 1 or frechet_names != names:
