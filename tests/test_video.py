@@ -115,6 +115,24 @@ def test_causal_tokenizer_first_frame_alone_and_later_frames_never_change_earlie
         _tiny3d(causal=True, temporal_patch_size=2)
 
 
+def test_position_norm_and_a_patch_local_encoder_give_an_empty_cell_one_code():
+    """norm="position" with encoder_kernel_size=1 on folded tubelets: a cell's latent depends on its own
+    pixels alone, so the empty cells of every clip share one latent (one code); the default MAGVIT
+    layout spreads a digit over the whole clip's latents."""
+    x = jnp.zeros((2, 4, 16, 16, 1)).at[0, :2, :4, :4].set(1.0)  # something in the first cell of clip 0
+    tubes = dict(patch_size=4, temporal_patch_size=2, channel_multipliers=(1,), temporal_downsample=())
+    local = _tiny3d(**tubes, norm="position", encoder_kernel_size=1)
+    z = local.encode_latents(x)  # [2, 2, 4, 4, 8]
+    moved = np.asarray(jnp.abs(z[0] - z[1]).max(-1) > 0)
+    assert moved[0, 0, 0] and moved.sum() == 1
+    wide = _tiny3d(**tubes).encode_latents(x)
+    assert np.asarray(jnp.abs(wide[0] - wide[1]).max(-1) > 0).sum() > 1
+    with pytest.raises(ValueError, match="encoder_kernel_size must be odd"):
+        _tiny3d(encoder_kernel_size=2)
+    with pytest.raises(ValueError, match="VQGAN3DConfig.norm must be one of"):
+        _tiny3d(norm="layer")
+
+
 def test_inflated_tokenizer_reproduces_the_image_tokenizer_on_a_static_video(tiny_workdir):
     """`--config.tokenizer.inflate_from=<image workdir>`: generator and EMA weights inflated ("central");
     a video of one repeated image tokenizes and decodes frame by frame as the image tokenizer does."""
@@ -132,6 +150,7 @@ def test_inflated_tokenizer_reproduces_the_image_tokenizer_on_a_static_video(tin
     c.tokenizer.patch_size = 1
     c.tokenizer.temporal_downsample = (True, False)
     c.tokenizer.shortcut = "output"
+    c.tokenizer.norm, c.tokenizer.encoder_kernel_size = image_config.tokenizer.get("norm", "group"), 3
     c.tokenizer.inflate_from = tiny_workdir
     task = trainer.make_task(c)
     mesh = trainer.make_mesh(c)
@@ -151,6 +170,9 @@ def test_inflated_tokenizer_reproduces_the_image_tokenizer_on_a_static_video(tin
         np.testing.assert_allclose(dec3d[:, t], dec2d, rtol=1e-4, atol=1e-4)
     c.tokenizer.shortcut = "input"
     with jax.set_mesh(mesh), pytest.raises(ValueError, match="shortcut='output'"):
+        TokenizerStage(c, task, mesh, workdir="unused").init_state()
+    c.tokenizer.shortcut, c.tokenizer.norm = "output", "position"  # the image tokenizer's norm is "group"
+    with jax.set_mesh(mesh), pytest.raises(ValueError, match="config.tokenizer.norm='position', but the tokenizer"):
         TokenizerStage(c, task, mesh, workdir="unused").init_state()
 
 

@@ -325,3 +325,19 @@ def test_perceptual_loss(tmp_path):
     np.savez(tmp_path / "bad.npz", kernel_0=np.zeros((3, 3, 3, 4), np.float32))
     with pytest.raises(ValueError, match="bias_0"):
         L.PerceptualLoss(tmp_path / "bad.npz")
+
+
+def test_position_norm_makes_tokens_local_with_the_same_parameters():
+    """norm="position": a latent depends on its receptive field alone (GroupNorm's image-wide statistics
+    reach every latent); both norms have the same parameter tree; a bad name is a one-line error."""
+    x = jnp.zeros((2, 64, 64, 3)).at[0, :4, :4].set(1.0)  # a bright corner in the first image only
+    far = {}
+    for norm in ("group", "position"):
+        model = VQGAN(**TINY, norm=norm, rngs=nnx.Rngs(0))
+        z = model.encode_latents(x)  # [2, 16, 16, 16]
+        far[norm] = float(jnp.abs(z[0, 10:, 10:] - z[1, 10:, 10:]).max())  # 40 px and more from the corner
+    assert far["position"] == 0.0 and far["group"] > 1e-3
+    shapes = lambda m: jax.tree.map(jnp.shape, nnx.state(m, nnx.Param))  # noqa: E731
+    assert shapes(VQGAN(**TINY, norm="position", rngs=nnx.Rngs(0))) == shapes(VQGAN(**TINY, rngs=nnx.Rngs(0)))
+    with pytest.raises(ValueError, match="VQGANConfig.norm must be one of"):
+        VQGANConfig(norm="batch")

@@ -48,8 +48,13 @@ def get_config(arg: str | None = None):
     c.tokenizer.num_groups = 8
     c.tokenizer.entropy_cost = 0.0
     c.tokenizer.commitment_cost = 0.25
+    # per-position norm statistics, not GroupNorm's image-wide ones: with GroupNorm an all-black patch got
+    # one of ~8 codes depending on what else the image held (code entropy of such patches 1.92 nats given
+    # their position; 0.38 with "position"), noise the Transformer had to predict. Seen one-shape prompts
+    # 63 → 88 %, two-shape 0 → 12 %, and the reconstructions are better too (rFID, detector; README)
+    c.tokenizer.norm = "position"
 
-    c.tokenizer_train.steps = 1500  # its reconstructions: 97 % of one-shape, 91 % of two-shape captions met
+    c.tokenizer_train.steps = 1500  # its reconstructions: 99 % of one-shape, 98 % of two-shape captions met
     c.tokenizer_train.batch_size = 16
     c.tokenizer_train.learning_rate = 1e-3
     c.tokenizer_train.warmup_steps = 50

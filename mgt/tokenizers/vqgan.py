@@ -24,7 +24,7 @@ from mgt.profiling import scoped
 from mgt.registry import flatten_dict, nest_dict
 from mgt.tokenizers.base import register_tokenizer
 from mgt.tokenizers.quantizers import VectorQuantizer
-from mgt.tokenizers.vqgan_layers import Decoder, Encoder
+from mgt.tokenizers.vqgan_layers import NORMS, Decoder, Encoder
 from mgt.tokens import TokenSpec, check_token_values
 
 __all__ = ["VQGANConfig", "VQGAN", "to_official_tree", "from_official_tree"]
@@ -43,6 +43,9 @@ class VQGANConfig:
       codebook_size: V, the number of codes.
       num_groups: GroupNorm groups; must divide every width.
       norm_eps: GroupNorm epsilon.
+      norm: "group" (GroupNorm, statistics over the whole image: the official layout) or "position"
+        (the same groups and parameters, statistics over each position's channels: a token then depends
+        on its receptive field alone; see `vqgan_layers.PositionGroupNorm`).
       commitment_cost, codebook_cost, entropy_cost, entropy_temperature: quantizer loss weights
         (official recipe: 0.25, 1.0, 0.1, 0.01).
       reconstruction_loss: "l2" (mean squared error) or "l1" (mean absolute error).
@@ -62,6 +65,7 @@ class VQGANConfig:
     codebook_size: int = 1024
     num_groups: int = 32
     norm_eps: float = 1e-6
+    norm: str = "group"
     commitment_cost: float = 0.25
     codebook_cost: float = 1.0
     entropy_cost: float = 0.1
@@ -81,6 +85,8 @@ class VQGANConfig:
                      "num_groups"):
             if int(getattr(self, name)) < 1:
                 raise ValueError(f"VQGANConfig.{name} must be >= 1, got {getattr(self, name)}")
+        if self.norm not in NORMS:
+            raise ValueError(f"VQGANConfig.norm must be one of {list(NORMS)}, got {self.norm!r}")
         if self.reconstruction_loss not in ("l1", "l2"):
             raise ValueError(f"VQGANConfig.reconstruction_loss must be 'l1' or 'l2', got {self.reconstruction_loss!r}")
         if jnp.dtype(self.dtype) not in (jnp.float32, jnp.bfloat16, jnp.float16):
@@ -109,7 +115,8 @@ class VQGAN(nnx.Module):
         self.downsample_factor = config.downsample_factor
         sizes = dict(base_channels=config.base_channels, channel_multipliers=config.channel_multipliers,
                      num_res_blocks=config.num_res_blocks, embedding_dim=config.embedding_dim,
-                     num_groups=config.num_groups, eps=config.norm_eps, dtype=jnp.dtype(config.dtype))
+                     num_groups=config.num_groups, eps=config.norm_eps, dtype=jnp.dtype(config.dtype),
+                     norm=config.norm)
         self.encoder = Encoder(in_channels=config.image_channels, rngs=rngs, **sizes)
         self.decoder = Decoder(out_channels=config.image_channels, rngs=rngs, **sizes)
         self.quantizer = VectorQuantizer(

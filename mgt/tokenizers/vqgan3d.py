@@ -30,6 +30,7 @@ from mgt.tokenizers.base import register_tokenizer
 from mgt.tokenizers.quantizers import FiniteScalarQuantizer, LookupFreeQuantizer, VectorQuantizer
 from mgt.tokenizers.vqgan import make_config, reconstruction_losses
 from mgt.tokenizers.vqgan3d_layers import Decoder3D, Encoder3D, check_video_shape
+from mgt.tokenizers.vqgan_layers import NORMS
 from mgt.tokens import TokenSpec, check_token_values
 
 __all__ = ["VQGAN3DConfig", "VQGAN3D"]
@@ -53,6 +54,11 @@ class VQGAN3DConfig:
       embedding_dim: D, the latent size (for FSQ / LFQ the quantizer's input size).
       codebook_size: V for `quantizer="vq"`; FSQ and LFQ derive it from their options.
       num_groups, norm_eps: GroupNorm.
+      encoder_kernel_size: k of the encoder's k×k×k convolutions (MAGVIT: 3). 1, with `patch_size` > 1,
+        encodes every cell from its own pixel tubelet alone (with `norm="position"`): an empty cell then
+        always gets the same code, whatever else the clip holds; the decoder keeps its 3×3×3 context.
+      norm: "group" (statistics over the clip, or each frame when causal) or "position" (over each
+        position's channels: a token depends on its receptive field alone; `vqgan_layers.PositionGroupNorm`).
       causal: time-causal convolutions and per-frame norms (MAGVIT-v2); see `vqgan3d_layers`.
       shortcut: "input" (MAGVIT) or "output" (the official 2D MaskGIT layout; inflated tokenizers).
       quantizer: "vq", "fsq" or "lfq".
@@ -73,6 +79,8 @@ class VQGAN3DConfig:
     codebook_size: int = 1024
     num_groups: int = 32
     norm_eps: float = 1e-6
+    norm: str = "group"
+    encoder_kernel_size: int = 3
     causal: bool = False
     shortcut: str = "input"
     quantizer: str = "vq"
@@ -101,11 +109,13 @@ class VQGAN3DConfig:
                      "num_groups", "patch_size", "temporal_patch_size"):
             if int(getattr(self, name)) < 1:
                 raise ValueError(f"VQGAN3DConfig.{name} must be >= 1, got {getattr(self, name)}")
-        for name, value, allowed in (("shortcut", self.shortcut, ("input", "output")),
+        for name, value, allowed in (("shortcut", self.shortcut, ("input", "output")), ("norm", self.norm, NORMS),
                                      ("quantizer", self.quantizer, QUANTIZERS),
                                      ("reconstruction_loss", self.reconstruction_loss, ("l1", "l2"))):
             if value not in allowed:
                 raise ValueError(f"VQGAN3DConfig.{name} must be one of {list(allowed)}, got {value!r}")
+        if self.encoder_kernel_size < 1 or self.encoder_kernel_size % 2 == 0:
+            raise ValueError(f"VQGAN3DConfig.encoder_kernel_size must be odd and >= 1, got {self.encoder_kernel_size}")
         if self.causal and self.temporal_patch_size > 1:
             raise ValueError("VQGAN3DConfig: causal=True tokenizes the first frame alone; it takes "
                              f"temporal_patch_size=1, got {self.temporal_patch_size}")
@@ -140,9 +150,10 @@ class VQGAN3D(nnx.Module):
         sizes = dict(base_channels=config.base_channels, channel_multipliers=config.channel_multipliers,
                      temporal_downsample=config.temporal_downsample, num_res_blocks=config.num_res_blocks,
                      embedding_dim=config.embedding_dim, num_groups=config.num_groups, eps=config.norm_eps,
-                     causal=config.causal, shortcut=config.shortcut, dtype=jnp.dtype(config.dtype))
+                     causal=config.causal, shortcut=config.shortcut, dtype=jnp.dtype(config.dtype),
+                     norm=config.norm)
         folded = config.video_channels * config.patch_size ** 2 * config.temporal_patch_size
-        self.encoder = Encoder3D(in_channels=folded, rngs=rngs, **sizes)
+        self.encoder = Encoder3D(in_channels=folded, kernel_size=config.encoder_kernel_size, rngs=rngs, **sizes)
         self.decoder = Decoder3D(out_channels=folded, rngs=rngs, **sizes)
         self.quantizer = _make_quantizer(config, rngs)
         self.codebook_size = int(self.quantizer.codebook_size)

@@ -29,7 +29,7 @@ from typing import Any, Sequence
 import jax.numpy as jnp
 from flax import nnx
 
-from mgt.tokenizers.vqgan_layers import swish
+from mgt.tokenizers.vqgan_layers import PositionGroupNorm, swish
 
 
 def _conv3d(cin, cout, k, *, use_bias, causal, dtype, rngs):
@@ -60,20 +60,31 @@ class FrameGroupNorm(nnx.GroupNorm):
         return super().__call__(x.reshape((b * t,) + x.shape[2:]), **kwargs).reshape(x.shape)
 
 
+def make_norm3d(channels: int, *, num_groups: int, eps: float, per_frame: bool, norm: str, dtype, rngs: nnx.Rngs):
+    """"group": a `FrameGroupNorm` (per frame when `per_frame`); "position": a `PositionGroupNorm`
+    (statistics at each position: local in time and space, so causal too)."""
+    if norm == "position":
+        if channels % num_groups:
+            raise ValueError(f"num_groups={num_groups} must divide every channel count; got {channels} channels")
+        return PositionGroupNorm(channels, num_groups=num_groups, epsilon=eps, dtype=dtype, param_dtype=jnp.float32,
+                                 rngs=rngs)
+    return FrameGroupNorm(channels, num_groups=num_groups, eps=eps, per_frame=per_frame, dtype=dtype, rngs=rngs)
+
+
 class ResBlock3D(nnx.Module):
     """GroupNorm → swish → Conv3x3x3 → GroupNorm → swish → Conv3x3x3 (convs without bias), plus the
     shortcut: identity, or a 1×1×1 conv (no bias) of the input ("input") or of the output ("output")
     when the width changes. Attribute names as the 2D `ResBlock`'s."""
 
     def __init__(self, in_channels: int, out_channels: int, *, num_groups: int, eps: float, causal: bool,
-                 shortcut: str, dtype: Any, rngs: nnx.Rngs):
-        norm = dict(num_groups=num_groups, eps=eps, per_frame=causal, dtype=dtype, rngs=rngs)
+                 shortcut: str, dtype: Any, norm: str = "group", kernel_size: int = 3, rngs: nnx.Rngs):
+        norm = dict(num_groups=num_groups, eps=eps, per_frame=causal, norm=norm, dtype=dtype, rngs=rngs)
         conv = dict(use_bias=False, causal=causal, dtype=dtype, rngs=rngs)
         self.in_channels, self.out_channels, self.shortcut_of = in_channels, out_channels, shortcut
-        self.norm_0 = FrameGroupNorm(in_channels, **norm)
-        self.conv_0 = _conv3d(in_channels, out_channels, 3, **conv)
-        self.norm_1 = FrameGroupNorm(out_channels, **norm)
-        self.conv_1 = _conv3d(out_channels, out_channels, 3, **conv)
+        self.norm_0 = make_norm3d(in_channels, **norm)
+        self.conv_0 = _conv3d(in_channels, out_channels, kernel_size, **conv)
+        self.norm_1 = make_norm3d(out_channels, **norm)
+        self.conv_1 = _conv3d(out_channels, out_channels, kernel_size, **conv)
         self.shortcut = (_conv3d(in_channels if shortcut == "input" else out_channels, out_channels, 1, **conv)
                          if in_channels != out_channels else None)
 
@@ -114,24 +125,28 @@ def upsample(x, *, temporal: bool, causal: bool):
 
 class Encoder3D(nnx.Module):
     """Videos `[B, T, H, W, C]` → latents `[B, T/f_t, H/f, W/f, embedding_dim]` (f = 2**(L-1), f_t = 2 to
-    the number of temporal downsamplings; causal: `1 + (T-1)/f_t` frames)."""
+    the number of temporal downsamplings; causal: `1 + (T-1)/f_t` frames). `kernel_size`: of its
+    convolutions (3, MAGVIT; 1 on folded patches encodes every cell from its own pixels alone)."""
 
     def __init__(self, *, in_channels: int, base_channels: int, channel_multipliers: Sequence[int],
                  temporal_downsample: Sequence[bool], num_res_blocks: int, embedding_dim: int, num_groups: int,
-                 eps: float, causal: bool, shortcut: str, dtype: Any, rngs: nnx.Rngs):
-        block = dict(num_groups=num_groups, eps=eps, causal=causal, shortcut=shortcut, dtype=dtype, rngs=rngs)
+                 eps: float, causal: bool, shortcut: str, dtype: Any, norm: str = "group", kernel_size: int = 3,
+                 rngs: nnx.Rngs):
+        block = dict(num_groups=num_groups, eps=eps, causal=causal, shortcut=shortcut, dtype=dtype, norm=norm,
+                     kernel_size=kernel_size, rngs=rngs)
         mults = tuple(channel_multipliers)
         self.num_levels, self.num_res_blocks = len(mults), num_res_blocks
         self.temporal_downsample, self.causal = tuple(bool(t) for t in temporal_downsample), causal
-        self.conv_in = _conv3d(in_channels, base_channels, 3, use_bias=False, causal=causal, dtype=dtype, rngs=rngs)
+        self.conv_in = _conv3d(in_channels, base_channels, kernel_size, use_bias=False, causal=causal, dtype=dtype,
+                               rngs=rngs)
         blocks, width = [], base_channels
         for m in mults + (mults[-1],):
             for _ in range(num_res_blocks):
                 blocks.append(ResBlock3D(width, base_channels * m, **block))
                 width = base_channels * m
         self.blocks = nnx.List(blocks)
-        self.norm_out = FrameGroupNorm(width, num_groups=num_groups, eps=eps, per_frame=causal, dtype=dtype,
-                                       rngs=rngs)
+        self.norm_out = make_norm3d(width, num_groups=num_groups, eps=eps, per_frame=causal, norm=norm, dtype=dtype,
+                                    rngs=rngs)
         self.conv_out = _conv3d(width, embedding_dim, 1, use_bias=True, causal=causal, dtype=dtype, rngs=rngs)
 
     def __call__(self, x):
@@ -151,8 +166,9 @@ class Decoder3D(nnx.Module):
 
     def __init__(self, *, out_channels: int, base_channels: int, channel_multipliers: Sequence[int],
                  temporal_downsample: Sequence[bool], num_res_blocks: int, embedding_dim: int, num_groups: int,
-                 eps: float, causal: bool, shortcut: str, dtype: Any, rngs: nnx.Rngs):
-        block = dict(num_groups=num_groups, eps=eps, causal=causal, shortcut=shortcut, dtype=dtype, rngs=rngs)
+                 eps: float, causal: bool, shortcut: str, dtype: Any, norm: str = "group", rngs: nnx.Rngs):
+        block = dict(num_groups=num_groups, eps=eps, causal=causal, shortcut=shortcut, dtype=dtype, norm=norm,
+                     rngs=rngs)
         conv = dict(causal=causal, dtype=dtype, rngs=rngs)
         mults = tuple(channel_multipliers)
         self.num_levels, self.num_res_blocks = len(mults), num_res_blocks
@@ -168,8 +184,8 @@ class Decoder3D(nnx.Module):
                 upsample_convs.append(_conv3d(width, width, 3, use_bias=True, **conv))
         self.blocks = nnx.List(blocks)
         self.upsample_convs = nnx.List(upsample_convs)
-        self.norm_out = FrameGroupNorm(width, num_groups=num_groups, eps=eps, per_frame=causal, dtype=dtype,
-                                       rngs=rngs)
+        self.norm_out = make_norm3d(width, num_groups=num_groups, eps=eps, per_frame=causal, norm=norm, dtype=dtype,
+                                    rngs=rngs)
         self.conv_out = _conv3d(width, out_channels, 3, use_bias=True, **conv)
 
     def __call__(self, z):

@@ -106,11 +106,39 @@ def _conv(cin, cout, k, *, use_bias, dtype, rngs):
     )
 
 
-def _norm(channels, *, num_groups, eps, dtype, rngs):
+NORMS = ("group", "position")
+
+
+class PositionGroupNorm(nnx.GroupNorm):
+    """GroupNorm whose statistics are taken over a group's channels at each position only, not over the
+    whole image: `[..., C]` → the same shape. Its parameters are `nnx.GroupNorm`'s (`scale`, `bias`
+    `[C]`), so checkpoints, official names and inflation are the same for both norms.
+
+    Why: GroupNorm's image-wide statistics make every latent depend on the whole image, so the encoder
+    gives an empty patch a different code in every image (the captioned-shapes VQGAN used 150 codes
+    for all-black patches). Per-position statistics let the tokens of a region depend on its receptive
+    field alone, which is what a masked Transformer has to predict."""
+
+    def __call__(self, x):
+        c = x.shape[-1]
+        grouped = x.astype(jnp.float32).reshape(x.shape[:-1] + (self.num_groups, c // self.num_groups))
+        mean = grouped.mean(-1, keepdims=True)
+        var = jnp.square(grouped - mean).mean(-1, keepdims=True)
+        y = ((grouped - mean) * jax.lax.rsqrt(var + self.epsilon)).reshape(x.shape)
+        y = y * self.scale[...] + self.bias[...]
+        return y.astype(self.dtype or x.dtype)
+
+
+def make_norm(channels, *, num_groups, eps, dtype, rngs, norm: str = "group"):
+    """A GroupNorm ("group": statistics over the whole image, the official layout) or a
+    `PositionGroupNorm` ("position"), with `num_groups` groups of `channels`."""
     if channels % num_groups:
         raise ValueError(f"num_groups={num_groups} must divide every channel count; got {channels} channels")
-    return nnx.GroupNorm(channels, num_groups=num_groups, epsilon=eps, dtype=dtype,
-                         param_dtype=jnp.float32, rngs=rngs)
+    if norm not in NORMS:
+        raise ValueError(f"norm must be one of {list(NORMS)}, got {norm!r}")
+    cls = PositionGroupNorm if norm == "position" else nnx.GroupNorm
+    return cls(channels, num_groups=num_groups, epsilon=eps, dtype=dtype, param_dtype=jnp.float32, rngs=rngs)
+
 
 
 class ResBlock(nnx.Module):
@@ -125,12 +153,12 @@ class ResBlock(nnx.Module):
     """
 
     def __init__(self, in_channels: int, out_channels: int, *, num_groups: int = 32,
-                 eps: float = 1e-6, dtype: Any = jnp.float32, rngs: nnx.Rngs):
-        kw = dict(num_groups=num_groups, eps=eps, dtype=dtype, rngs=rngs)
+                 eps: float = 1e-6, dtype: Any = jnp.float32, norm: str = "group", rngs: nnx.Rngs):
+        kw = dict(num_groups=num_groups, eps=eps, dtype=dtype, norm=norm, rngs=rngs)
         self.in_channels, self.out_channels = in_channels, out_channels
-        self.norm_0 = _norm(in_channels, **kw)
+        self.norm_0 = make_norm(in_channels, **kw)
         self.conv_0 = _conv(in_channels, out_channels, 3, use_bias=False, dtype=dtype, rngs=rngs)
-        self.norm_1 = _norm(out_channels, **kw)
+        self.norm_1 = make_norm(out_channels, **kw)
         self.conv_1 = _conv(out_channels, out_channels, 3, use_bias=False, dtype=dtype, rngs=rngs)
         self.shortcut = (
             _conv(out_channels, out_channels, 1, use_bias=False, dtype=dtype, rngs=rngs)
@@ -155,8 +183,8 @@ class Encoder(nnx.Module):
 
     def __init__(self, *, in_channels: int, base_channels: int, channel_multipliers: Sequence[int],
                  num_res_blocks: int, embedding_dim: int, num_groups: int = 32, eps: float = 1e-6,
-                 dtype: Any = jnp.float32, rngs: nnx.Rngs):
-        kw = dict(num_groups=num_groups, eps=eps, dtype=dtype, rngs=rngs)
+                 dtype: Any = jnp.float32, norm: str = "group", rngs: nnx.Rngs):
+        kw = dict(num_groups=num_groups, eps=eps, dtype=dtype, norm=norm, rngs=rngs)
         mults = tuple(channel_multipliers)
         self.num_levels = len(mults)
         self.num_res_blocks = num_res_blocks
@@ -167,7 +195,7 @@ class Encoder(nnx.Module):
                 blocks.append(ResBlock(width, base_channels * m, **kw))
                 width = base_channels * m
         self.blocks = nnx.List(blocks)
-        self.norm_out = _norm(width, **kw)
+        self.norm_out = make_norm(width, **kw)
         self.conv_out = _conv(width, embedding_dim, 1, use_bias=True, dtype=dtype, rngs=rngs)
 
     def __call__(self, x):
@@ -191,8 +219,8 @@ class Decoder(nnx.Module):
 
     def __init__(self, *, out_channels: int, base_channels: int, channel_multipliers: Sequence[int],
                  num_res_blocks: int, embedding_dim: int, num_groups: int = 32, eps: float = 1e-6,
-                 dtype: Any = jnp.float32, rngs: nnx.Rngs):
-        kw = dict(num_groups=num_groups, eps=eps, dtype=dtype, rngs=rngs)
+                 dtype: Any = jnp.float32, norm: str = "group", rngs: nnx.Rngs):
+        kw = dict(num_groups=num_groups, eps=eps, dtype=dtype, norm=norm, rngs=rngs)
         mults = tuple(channel_multipliers)
         self.num_levels = len(mults)
         self.num_res_blocks = num_res_blocks
@@ -209,7 +237,7 @@ class Decoder(nnx.Module):
                 upsample_convs.append(_conv(width, width, 3, use_bias=True, dtype=dtype, rngs=rngs))
         self.blocks = nnx.List(blocks)
         self.upsample_convs = nnx.List(upsample_convs)
-        self.norm_out = _norm(width, **kw)
+        self.norm_out = make_norm(width, **kw)
         self.conv_out = _conv(width, out_channels, 3, use_bias=True, dtype=dtype, rngs=rngs)
 
     def __call__(self, z):

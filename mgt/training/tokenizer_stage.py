@@ -63,7 +63,13 @@ class TokenizerStage(Stage):
         """`state` with generator, EMA and discriminator weights inflated from the (lower-dimensional)
         tokenizer of the workdir `source` (`mgt.tokenizers.inflation`); optimiser states stay fresh."""
         from mgt.tokenizers import inflation
+        from mgt.training.trainer import load_config
 
+        theirs = str(load_config(source).tokenizer.get("norm", "group"))
+        ours = str(self.config.tokenizer.get("norm", "group"))
+        if theirs != ours:  # the same parameters would compute something else
+            raise ValueError(f"config.tokenizer.norm={ours!r}, but the tokenizer of config.tokenizer.inflate_from="
+                             f"{source!r} was trained with norm={theirs!r}; set config.tokenizer.norm={theirs!r}")
         given = inflation.read_workdir_tokenizer(source)
         mode = str(self.config.tokenizer.get("inflate_mode") or "central")
         causal = bool(self.config.tokenizer.get("causal", False))
