@@ -29,7 +29,7 @@ from typing import Any, Sequence
 import jax.numpy as jnp
 from flax import nnx
 
-from mgt.tokenizers.vqgan_layers import PositionGroupNorm, swish
+from mgt.tokenizers.vqgan_layers import make_norm, swish
 
 
 def _conv3d(cin, cout, k, *, use_bias, causal, dtype, rngs):
@@ -61,13 +61,10 @@ class FrameGroupNorm(nnx.GroupNorm):
 
 
 def make_norm3d(channels: int, *, num_groups: int, eps: float, per_frame: bool, norm: str, dtype, rngs: nnx.Rngs):
-    """"group": a `FrameGroupNorm` (per frame when `per_frame`); "position": a `PositionGroupNorm`
+    """"group": a `FrameGroupNorm` (per frame when `per_frame`); "position": `vqgan_layers.PositionGroupNorm`
     (statistics at each position: local in time and space, so causal too)."""
     if norm == "position":
-        if channels % num_groups:
-            raise ValueError(f"num_groups={num_groups} must divide every channel count; got {channels} channels")
-        return PositionGroupNorm(channels, num_groups=num_groups, epsilon=eps, dtype=dtype, param_dtype=jnp.float32,
-                                 rngs=rngs)
+        return make_norm(channels, num_groups=num_groups, eps=eps, dtype=dtype, rngs=rngs, norm=norm)
     return FrameGroupNorm(channels, num_groups=num_groups, eps=eps, per_frame=per_frame, dtype=dtype, rngs=rngs)
 
 

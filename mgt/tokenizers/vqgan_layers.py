@@ -115,9 +115,10 @@ class PositionGroupNorm(nnx.GroupNorm):
     `[C]`), so checkpoints, official names and inflation are the same for both norms.
 
     Why: GroupNorm's image-wide statistics make every latent depend on the whole image, so the encoder
-    gives an empty patch a different code in every image (the captioned-shapes VQGAN used 150 codes
-    for all-black patches). Per-position statistics let the tokens of a region depend on its receptive
-    field alone, which is what a masked Transformer has to predict."""
+    gives an empty patch an image-dependent code (the captioned-shapes VQGAN gave all-black patches far
+    from any shape ~8 codes per position, the moving-digits one 153 codes for empty cells). Per-position
+    statistics let the tokens of a region depend on its receptive field alone, which is what a masked
+    Transformer has to predict."""
 
     def __call__(self, x):
         c = x.shape[-1]
@@ -138,7 +139,6 @@ def make_norm(channels, *, num_groups, eps, dtype, rngs, norm: str = "group"):
         raise ValueError(f"norm must be one of {list(NORMS)}, got {norm!r}")
     cls = PositionGroupNorm if norm == "position" else nnx.GroupNorm
     return cls(channels, num_groups=num_groups, epsilon=eps, dtype=dtype, param_dtype=jnp.float32, rngs=rngs)
-
 
 
 class ResBlock(nnx.Module):
