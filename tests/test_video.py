@@ -150,7 +150,6 @@ def test_inflated_tokenizer_reproduces_the_image_tokenizer_on_a_static_video(tin
     c.tokenizer.patch_size = 1
     c.tokenizer.temporal_downsample = (True, False)
     c.tokenizer.shortcut = "output"
-    c.tokenizer.norm, c.tokenizer.encoder_kernel_size = image_config.tokenizer.get("norm", "group"), 3
     c.tokenizer.inflate_from = tiny_workdir
     task = trainer.make_task(c)
     mesh = trainer.make_mesh(c)

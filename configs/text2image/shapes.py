@@ -36,8 +36,8 @@ def get_config(arg: str | None = None):
     c = image_config()
     c.data.source = "captioned_shapes"
     # (20,000 examples, three in four with two shapes, and a 4-layer text encoder: two-shape prompts 20 / 12 %
-    # at seeds 0 / 1 against 12 %, but seen one-shape 82 / 80 % and held-out one-shape 36 % against 88 and
-    # 59 %, in 13 min 45 s: not adopted)
+    # at prompt seeds 0 / 1 against 12 / 15 %, but seen one-shape 82 / 80 % and held-out one-shape 36 / 37 %
+    # against 88 / 90 % and 59 / 62 %, in 13 min 45 s: not adopted)
     c.data.source_kwargs = {"num_examples": 10000, "held_out": [list(p) for p in HELD_OUT]}
     c.data.image_size = 32
     c.data.flip = False  # a mirrored image breaks "left of" / "right of"
