@@ -37,7 +37,9 @@ def get_config(arg: str | None = None):
     c.data.source = "captioned_shapes"
     # (20,000 examples, three in four with two shapes, and a 4-layer text encoder: two-shape prompts 20 / 12 %
     # at prompt seeds 0 / 1 against 12 / 15 %, but seen one-shape 82 / 80 % and held-out one-shape 36 / 37 %
-    # against 88 / 90 % and 59 / 62 %, in 13 min 45 s: not adopted)
+    # against 88 / 90 % and 59 / 62 %, in 13 min 45 s: not adopted. Three in four with two shapes alone, 10,000
+    # examples: two-shape 10 / 12 % against 10 / 6 %, held-out one-shape 53 / 52 % against 60 / 59 %, 128 prompts
+    # per group at seeds 0 / 1: not adopted)
     c.data.source_kwargs = {"num_examples": 10000, "held_out": [list(p) for p in HELD_OUT]}
     c.data.image_size = 32
     c.data.flip = False  # a mirrored image breaks "left of" / "right of"
