@@ -56,6 +56,7 @@ def pytest_unconfigure(config):
         shutil.rmtree(os.environ.pop(_CACHE_ENV), ignore_errors=True)
 
 
+@pytest.hookimpl(optionalhook=True)  # without xdist (`-p no:xdist`) the hook does not exist
 def pytest_xdist_auto_num_workers(config):
     """`-n auto`: one worker more than cores — while a worker waits on a subprocess test or on the shared
     workdir's lock, the extra one keeps the cores busy."""

@@ -99,6 +99,23 @@ def test_pipeline_generates_from_prompts(shapes_workdir):
         pipe.generate(keys, prompts=prompts, num_steps=2, negative_prompts="x")
 
 
+def test_text_quality_benchmark_smoke(shapes_workdir, tmp_path, capsys):
+    spec = importlib.util.spec_from_file_location("mgt_benchmark_text_quality",
+                                                  os.path.join(ROOT, "benchmarks", "text_quality.py"))
+    module = importlib.util.module_from_spec(spec)
+    spec.loader.exec_module(module)
+    out = tmp_path / "t.json"
+    module.main(["--workdir", shapes_workdir, "--prompts", "3", "--guidance", "0,2", "--steps", "2",
+                 "--json", str(out)])
+    record = json.loads(out.read_text())
+    record = record[0] if isinstance(record, list) else record
+    # every group (seen / held-out × one / two shapes) at each guidance scale, scored over 3 images
+    assert len(record["results"]) == 8 and {r["num"] for r in record["results"]} == {3}
+    assert all(0.0 <= r["accuracy"] <= 1.0 for r in record["results"])
+    assert record["encoder_ms_per_64_captions"] > 0 and record["negative_prompts"]["guidance"] == 2.0
+    assert "standard errors" in capsys.readouterr().out
+
+
 BERT_FOLDER = os.path.join(ROOT, "tests", "data", "text_encoders", "bert")  # a tiny random BERT (test data)
 
 
