@@ -93,6 +93,11 @@ def get_config(arg: str | None = None):
     # guidance 1 keeps that and lifts held-out colour–shape pairs to 35 % (24 % without, 32 % at 2)
     c.sample.num_steps = 24
     c.sample.guidance = 1.0
+    # commit cells by confidence alone, without MaskGIT's Gumbel noise (its 4.5 is for ImageNet-size models):
+    # the noise commits stray cells early, so a shape gets drawn in two places. Same model, 128 prompts per
+    # group at seeds 0 / 1: seen one-shape 95 / 89 % against 91 / 85 %, two-shape 16 / 17 % against 10 / 6 %,
+    # held-out one-shape unchanged (59 / 59 % against 60 / 59 %)
+    c.sample.choice_temperature = 0.0
     c.sample.per_class = 2  # training-time samples: 8 · 2 cached captions
     c.sample_every = 0
 
