@@ -11,7 +11,12 @@ config's compositional split), for one- and two-shape prompts. Side by side in t
   tokenization, plus the encoder's forward: the frozen encoder's, or the model's own trainable one);
 - negative prompts: one-shape prompts sampled with a negative prompt naming the same colour with
   another shape ("a red circle", negative "a red square") against the null condition, at the
-  largest guidance scale: the accuracy with and without it.
+  largest guidance scale: the accuracy with and without it;
+- relations, taken apart: of the seen two-shape images whose two colours were both found, the share
+  with the shapes on the right axis (side by side for left / right, stacked for above / below) and,
+  of those, the share in the right order (chance 50 %); and, without sampling, whether the model
+  prefers the caption's layout to its mirror image: the likelihood of the tokens of the image drawn
+  right against those of the image with the two shapes swapped, everything masked (chance 50 %).
 
 Targets for the main job: >= 80 % of one-shape and >= 50 % of two-shape prompts rendered correctly.
 
@@ -78,6 +83,62 @@ def _negative_for(meaning) -> str:
     return f"a {shape.colour} {other}"
 
 
+def relation_breakdown(images, meanings) -> dict:
+    """Of two-shape images whose two colours are both found: the share with the shapes on the caption's
+    axis, and of those the share in the caption's order (`num_*`: the counts they are shares of)."""
+    from mgt.modalities.image.shapes_detector import detect
+
+    found = axis = order = 0
+    for image, meaning in zip(images, meanings):
+        by_colour = {d.colour: d for d in detect(image)}
+        if len(meaning.shapes) != 2 or not all(s.colour in by_colour for s in meaning.shapes):
+            continue
+        (ax, ay), (bx, by) = (by_colour[s.colour].centre for s in meaning.shapes)
+        found += 1
+        across = meaning.relation in ("left", "right")
+        if (abs(ax - bx) > abs(ay - by)) == across:
+            axis += 1
+            delta = (ax - bx) if across else (ay - by)
+            order += (delta < 0) == (meaning.relation in ("left", "above"))
+    return {"axis": axis / found if found else float("nan"), "order": order / axis if axis else float("nan"),
+            "num_axis": found, "num_order": axis}
+
+
+def layout_preference(pipe, num: int, seed: int, held_out) -> float:
+    """Share of `num` two-shape captions (seen pairs, one size for both shapes, the shapes two cells apart)
+    whose image the model finds more likely than the mirror image (the two shapes swapped): log-likelihood
+    of all the image's tokens with every token masked, one forward each. 0.5: no sense of direction."""
+    import jax
+    import jax.numpy as jnp
+    import numpy as np
+
+    from mgt.modalities.image import shapes
+    from mgt.sampling import model_logits_fn
+
+    rng = np.random.default_rng(seed)
+    seen = [(c, s) for c in shapes.COLOURS for s in shapes.SHAPES if (c, s) not in set(held_out)]
+    texts, right, mirrored = [], [], []
+    for i in range(num):
+        a = seen[rng.integers(len(seen))]
+        b = seen[rng.integers(len(seen))]
+        while b[0] == a[0]:
+            b = seen[rng.integers(len(seen))]
+        relation, size, line = shapes.RELATIONS[i % 4], shapes.SIZES[rng.integers(2)], int(rng.integers(3))
+        texts.append(shapes.caption(shapes.Meaning((shapes.Shape(*a, size), shapes.Shape(*b, size)), relation), rng))
+        first, second = (0, 2) if relation in ("left", "above") else (2, 0)
+        cell = (lambda k: (line, k)) if relation in ("left", "right") else (lambda k: (k, line))  # noqa: E731
+        draw = lambda ka, kb: shapes.draw([dict(colour=a[0], shape=a[1], size=size, cell=cell(ka)),  # noqa: E731
+                                           dict(colour=b[0], shape=b[1], size=size, cell=cell(kb))])
+        right.append(draw(first, second))
+        mirrored.append(draw(second, first))
+    encode = lambda ims: np.asarray(pipe.tokenizer.encode(jnp.asarray(np.stack(ims), jnp.float32) / 255.0))  # noqa: E731
+    logits_fn = model_logits_fn(pipe.transformer, condition=pipe.task.text.condition(texts))
+    tokens_right = encode(right)
+    logp = np.asarray(jax.nn.log_softmax(logits_fn(jnp.full(tokens_right.shape, pipe.spec.mask_id, jnp.int32)), -1))
+    loglik = lambda t: np.take_along_axis(logp, t[..., None], -1).reshape(num, -1).sum(1)  # noqa: E731
+    return float(np.mean(loglik(tokens_right) > loglik(encode(mirrored))))
+
+
 def evaluate(workdir, *, prompts_per_group, per_prompt, guidances, steps, seed) -> dict:
 
     import mgt
@@ -106,6 +167,10 @@ def evaluate(workdir, *, prompts_per_group, per_prompt, guidances, steps, seed) 
             s = score(images, [m for m in meanings for _ in range(per_prompt)])
             record["results"].append({"guidance": guidance, "split": split, "shapes": kind, "accuracy": s["accuracy"],
                                       "num": s["num"]})
+            if (split, kind) == ("seen", "two"):
+                record["results"][-1]["relation"] = relation_breakdown(
+                    images, [m for m in meanings for _ in range(per_prompt)])
+    record["layout_preference"] = layout_preference(pipe, 2 * prompts_per_group, seed, held)
     # negative prompts at the largest guidance scale, seen one-shape prompts
     g = max(guidances)
     if g > 0 and pipe.transformer.config.null_condition:
@@ -164,6 +229,14 @@ def _print_table(records) -> None:
             errors = " ".join(f"±{100 * _standard_error(acc[group], num[g][group]):.1f}" for group in GROUPS)
             print(f"{r['workdir'][-28:]:<28} {r['encoder']:<10} {r['conditioning']:<16} {g:>5.1f} {cells}"
                   f"   {r['encoder_ms_per_64_captions']:.2f}   (standard errors {errors})")
+        for x in r["results"]:
+            if "relation" in x:
+                rel = x["relation"]
+                print(f"  relations, seen two-shape, guidance {x['guidance']:g}: right axis {100 * rel['axis']:.1f}% "
+                      f"of {rel['num_axis']} images with both colours; right order {100 * rel['order']:.1f}% of "
+                      f"{rel['num_order']} on the right axis (chance 50%)")
+        print(f"  layout preference (the caption's layout more likely than its mirror image, everything "
+              f"masked): {100 * r['layout_preference']:.1f}% (chance 50%)")
         if "negative_prompts" in r:
             n = r["negative_prompts"]
             print(f"  negative prompts (guidance {n['guidance']:g}, seen one-shape): {100 * n['accuracy_null']:.1f}% "

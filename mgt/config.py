@@ -73,6 +73,7 @@ def base_config() -> config_dict.ConfigDict:
     c.text.vocab_size = 512  # bpe only
     c.text.width = 128  # the trainable encoder's width (the model's context_dim)
     c.text.layers = 2  # the trainable encoder's depth
+    c.text.positions = "learned"  # the trainable encoder's positions: "learned" embeddings or "rope" (relative)
 
     c.model = config_dict.ConfigDict()
     c.model.objective = "maskgit"  # or "ar": the autoregressive baseline on the same modules

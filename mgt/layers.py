@@ -99,14 +99,19 @@ class MultiHeadAttention(nnx.Module):
     Self-attention when `kv` is None, else cross-attention to `kv` `[B, S, kv_dim]`. Attention is
     an explicit float32 softmax (what XLA fuses on any backend), or cuDNN's fused attention through
     `jax.nn.dot_product_attention` when `implementation="cudnn"` and no attention dropout is active.
+    `rope=True` (self-attention only) rotates queries and keys by their positions (`rotary`), so that
+    attention scores depend on relative positions.
     """
 
     def __init__(self, dim: int, num_heads: int, *, head_dim: int | None = None, kv_dim: int | None = None,
                  use_bias=True, qk_norm=False, norm_epsilon=1e-6, dtype=jnp.float32, implementation=None,
-                 rngs: nnx.Rngs | None = None):
+                 rope: bool = False, rngs: nnx.Rngs | None = None):
         head_dim = head_dim or dim // num_heads
         kv_dim = kv_dim or dim
+        if rope and head_dim % 2:
+            raise ValueError(f"rope needs an even head_dim, got {head_dim}")
         self.num_heads, self.head_dim, self.dtype, self.implementation = num_heads, head_dim, dtype, implementation
+        self.rope = bool(rope)
         kv_names = "context" if kv_dim != dim else "embed"
 
         def proj(in_dim, in_name):
@@ -141,6 +146,11 @@ class MultiHeadAttention(nnx.Module):
         v = self.value(kv.astype(self.dtype), self.dtype)
         if self.query_norm is not None:
             q, k = self.query_norm(q), self.key_norm(k)
+        if self.rope:
+            if kv is not x:
+                raise ValueError("rope is for self-attention; got kv (cross-attention)")
+            positions = jnp.arange(q.shape[1]) + (0 if cache is None else jnp.asarray(cache_index, jnp.int32))
+            q, k = rotary(q, positions), rotary(k, positions)
         mask = None if kv_mask is None else kv_mask[:, None, None, :]  # [B, 1, T, S] broadcast
         if cache is not None:
             cache = _update_cache(cache, k, v, cache_index)
@@ -168,6 +178,18 @@ class MultiHeadAttention(nnx.Module):
             y = jnp.einsum("bnts,bsnh->btnh", probs.astype(self.dtype), v)
         y = self.out(y, self.dtype)
         return y if cache is None else (y, cache)
+
+
+def rotary(x, positions, max_wavelength: float = 10_000.0):
+    """Rotary position embedding (RoPE, Su et al. 2021) of x `[B, T, H, Dh]` (Dh even) at int
+    `positions` `[T]`: each pair of channels (i, i + Dh/2) rotated by positions / max_wavelength^(2i/Dh),
+    so that the dot product of a rotated query and key depends on their positions' difference only."""
+    half = x.shape[-1] // 2
+    inv_freq = max_wavelength ** (-jnp.arange(half, dtype=jnp.float32) / half)
+    angles = jnp.asarray(positions, jnp.float32)[:, None] * inv_freq[None]  # [T, Dh/2]
+    sin, cos = jnp.sin(angles)[None, :, None], jnp.cos(angles)[None, :, None]
+    x1, x2 = x[..., :half].astype(jnp.float32), x[..., half:].astype(jnp.float32)
+    return jnp.concatenate([x1 * cos - x2 * sin, x2 * cos + x1 * sin], -1).astype(x.dtype)
 
 
 def _update_cache(cache, k, v, index):

@@ -76,6 +76,8 @@ class TransformerConfig:
     # its own `context_layers`-layer encoder of width context_dim (trained with the model)
     context_vocab_size: int = 0
     context_layers: int = 2
+    # the trainable context encoder's positions: "learned" embeddings or "rope" (rotary, relative)
+    context_position_encoding: str = "learned"
     # names of the conditional tasks a multi-task (COMMIT) model serves; () for a single-task model
     tasks: tuple[str, ...] = ()
     qk_norm: bool = False
@@ -102,6 +104,7 @@ class TransformerConfig:
         _check_choice("conditioning", self.conditioning, CONDITIONINGS)
         _check_choice("dtype", self.dtype, tuple(DTYPES))
         _check_choice("decode_layers", self.decode_layers, DECODE_LAYERS)
+        _check_choice("context_position_encoding", self.context_position_encoding, ("learned", "rope"))
         if self.hidden_dim % self.num_heads:
             raise ValueError(f"hidden_dim={self.hidden_dim} must be divisible by num_heads={self.num_heads}")
         if self.condition_input == "labels" and self.num_classes < 1:
@@ -219,7 +222,8 @@ class MaskedTransformer(nnx.Module):
 
             self.context_encoder = ContextEncoder(cfg.context_vocab_size, cfg.context_len, cfg.context_dim,
                                                   num_layers=cfg.context_layers, num_heads=cfg.num_heads,
-                                                  epsilon=cfg.norm_epsilon, dtype=cfg.compute_dtype, rngs=rngs)
+                                                  epsilon=cfg.norm_epsilon, dtype=cfg.compute_dtype,
+                                                  positions=cfg.context_position_encoding, rngs=rngs)
         if cfg.conditioning in ("prefix", "pooled_adaln"):
             self.context_projection = Dense(cfg.context_dim, d, names=("context", "embed"), rngs=rngs)
         if cfg.conditioning == "prefix":

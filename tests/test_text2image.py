@@ -113,10 +113,29 @@ def test_text_quality_benchmark_smoke(shapes_workdir, tmp_path, capsys):
     assert len(record["results"]) == 8 and {r["num"] for r in record["results"]} == {3}
     assert all(0.0 <= r["accuracy"] <= 1.0 for r in record["results"])
     assert record["encoder_ms_per_64_captions"] > 0 and record["negative_prompts"]["guidance"] == 2.0
-    assert "standard errors" in capsys.readouterr().out
+    assert 0.0 <= record["layout_preference"] <= 1.0
+    assert all("relation" in r for r in record["results"] if (r["split"], r["shapes"]) == ("seen", "two"))
+    out = capsys.readouterr().out
+    assert "standard errors" in out and "layout preference" in out
 
 
 BERT_FOLDER = os.path.join(ROOT, "tests", "data", "text_encoders", "bert")  # a tiny random BERT (test data)
+
+
+def test_relation_breakdown_reads_axis_and_order():
+    """The benchmark's relation breakdown on drawn images: right, mirrored and stacked layouts."""
+    spec = importlib.util.spec_from_file_location("mgt_benchmark_text_quality",
+                                                  os.path.join(ROOT, "benchmarks", "text_quality.py"))
+    module = importlib.util.module_from_spec(spec)
+    spec.loader.exec_module(module)
+    from mgt.modalities.image import shapes
+
+    meaning = shapes.Meaning((shapes.Shape("red", "circle"), shapes.Shape("blue", "square")), "left")
+    draw = lambda ca, cb: shapes.draw([dict(colour="red", shape="circle", size="large", cell=ca),  # noqa: E731
+                                       dict(colour="blue", shape="square", size="large", cell=cb)])
+    images = [draw((1, 0), (1, 2)), draw((1, 2), (1, 0)), draw((0, 1), (2, 1)), np.zeros((32, 32, 3), np.uint8)]
+    out = module.relation_breakdown(images, [meaning] * 4)
+    assert out["num_axis"] == 3 and out["axis"] == 2 / 3 and out["num_order"] == 2 and out["order"] == 0.5
 
 
 @pytest.mark.parametrize("variant", ["tiny,cross,bytes", f"tiny,pooled,encoder=bert,path={BERT_FOLDER}"])

@@ -79,6 +79,28 @@ def test_context_conditionings_read_real_positions_only(conditioning, vocab):
         model.check_inputs(np.asarray(tokens), context_mask=MASK)
 
 
+def test_rope_context_encoder_sees_relative_positions_only():
+    """Rotary positions: a query–key score depends on the positions' difference alone; the encoder
+    with `positions="rope"` has no position table, still tells word order apart, and a bad name is an
+    error naming the field."""
+    from mgt.context_encoder import ContextEncoder
+    from mgt.layers import rotary
+
+    q, k = (jax.random.normal(jax.random.key(i), (1, 1, 2, 8)) for i in (0, 1))
+    score = lambda i, j: np.asarray(jnp.sum(rotary(q, jnp.array([i])) * rotary(k, jnp.array([j])), -1))
+    np.testing.assert_allclose(score(7, 5), score(3, 1), atol=1e-5)
+    assert np.abs(score(3, 1) - score(1, 3)).max() > 1e-3
+    encoder = ContextEncoder(20, 6, 16, num_layers=1, positions="rope", rngs=nnx.Rngs(0))
+    assert encoder.position_embeddings is None
+    out = np.asarray(encoder(jnp.array([[3, 4, 5, 0], [5, 4, 3, 0]])))
+    assert out.shape == (2, 4, 16) and np.abs(out[0, 1] - out[1, 1]).max() > 1e-3  # order matters
+    with pytest.raises(ValueError, match="positions"):
+        ContextEncoder(20, 6, 16, positions="sinusoid", rngs=nnx.Rngs(0))
+    with pytest.raises(ValueError, match="context_position_encoding"):
+        TransformerConfig(grid=(2, 2), codebook_size=4, conditioning="cross_attention", context_dim=8, context_len=4,
+                          context_vocab_size=10, context_position_encoding="alibi")
+
+
 def test_context_config_errors_name_the_field():
     with pytest.raises(ValueError, match="context_len"):
         TransformerConfig(grid=(2, 2), codebook_size=4, conditioning="prefix", context_dim=8)

@@ -77,7 +77,8 @@ class TextConditioner:
         trainable encoder's vocabulary and depth)."""
         if self.trainable:
             return dict(context_dim=int(self.config.get("width", 128)), context_len=self.max_length,
-                        context_vocab_size=self.vocabulary.size, context_layers=int(self.config.get("layers", 2)))
+                        context_vocab_size=self.vocabulary.size, context_layers=int(self.config.get("layers", 2)),
+                        context_position_encoding=str(self.config.get("positions", "learned")))
         return dict(context_dim=int(self.encoder.width), context_len=self.max_length, context_vocab_size=0)
 
     # ---- strings → condition ------------------------------------------------------------------------
