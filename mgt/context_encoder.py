@@ -4,9 +4,9 @@ model: the ids come from `mgt.text.vocabulary`, but the engine only sees integer
 
 ids int32 `[B, S]` (0 = padding by convention; `mask` bool `[B, S]` says which are real) →
 float32 `[B, S, width]`: token embeddings plus learned position embeddings (`positions="learned"`) or
-rotary positions in every self-attention (`"rope"`: scores depend on relative positions, which is
-what binding a word to its neighbours needs), `num_layers` pre-RMSNorm blocks (self-attention over
-the real positions, SwiGLU MLP), a final RMSNorm.
+rotary positions in every self-attention (`"rope"`: scores depend on relative positions only; on
+the captioned shapes it did not change what the model learns, README), `num_layers` pre-RMSNorm
+blocks (self-attention over the real positions, SwiGLU MLP), a final RMSNorm.
 """
 
 from __future__ import annotations
