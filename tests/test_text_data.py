@@ -75,6 +75,23 @@ def test_compositional_split_and_layout():
                 "above": ca == cb and ra < rb, "below": ca == cb and ra > rb}[d["relation"]]
 
 
+def test_canonical_share_rephrases_two_shape_captions_only():
+    """canonical_share: the same images; that share of two-shape captions says "A left of / above B",
+    and every caption still states its image's meaning."""
+    plain = shapes.CaptionedShapesSource(200, "train")
+    canon = shapes.CaptionedShapesSource(200, "train", canonical_share=1.0)
+    for i in range(200):
+        d, c = plain.describe(i), canon.describe(i)
+        assert d["shapes"] == c["shapes"] and (plain[i]["image"] == canon[i]["image"]).all()
+        if d["relation"] is None:
+            assert c["text"] == d["text"]
+        else:
+            assert c["said"].relation in ("left", "above") and " with " not in c["text"]
+            assert c["said"].describes(canon.meaning(i)) and sd.parse_caption(c["text"]) == c["said"]
+    with pytest.raises(ValueError, match="canonical_share"):
+        shapes.CaptionedShapesSource(10, canonical_share=1.5)
+
+
 def test_prompts_seen_and_held_out():
     held = set(shapes.DEFAULT_HELD_OUT)
     for kind, n_shapes in (("one", 1), ("two", 2)):

@@ -40,7 +40,12 @@ def get_config(arg: str | None = None):
     # against 88 / 90 % and 59 / 62 %, in 13 min 45 s: not adopted. Three in four with two shapes alone, 10,000
     # examples: two-shape 10 / 12 % against 10 / 6 %, held-out one-shape 53 / 52 % against 60 / 59 %, 128 prompts
     # per group at seeds 0 / 1: not adopted)
-    c.data.source_kwargs = {"num_examples": 10000, "held_out": [list(p) for p in HELD_OUT]}
+    # half the two-shape captions said as "A left of / above B": with the grammar alone the first colour named
+    # is left in exactly half the captions and the model never learnt which colour goes where (order at chance,
+    # 55 %); with this share it learns the whole grammar's order (100 %). Seen two-shape prompts 66.4 % against
+    # 20.3 %, held-out two-shape 39.1 % against 6.2 %, seen one-shape 99.2 %, held-out one-shape 57.0 % against
+    # 64.8 % (the same images and tokenizer, Transformer retrained; README)
+    c.data.source_kwargs = {"num_examples": 10000, "held_out": [list(p) for p in HELD_OUT], "canonical_share": 0.5}
     c.data.image_size = 32
     c.data.flip = False  # a mirrored image breaks "left of" / "right of"
     c.data.shift = 0
