@@ -116,7 +116,8 @@ def layout_preference(pipe, num: int, seed: int, held_out) -> float:
     from mgt.sampling import model_logits_fn
 
     rng = np.random.default_rng(seed)
-    seen = [(c, s) for c in shapes.COLOURS for s in shapes.SHAPES if (c, s) not in set(held_out)]
+    held_out = set(held_out)
+    seen = [(c, s) for c in shapes.COLOURS for s in shapes.SHAPES if (c, s) not in held_out]
     texts, right, mirrored = [], [], []
     for i in range(num):
         a = seen[rng.integers(len(seen))]
@@ -164,12 +165,12 @@ def evaluate(workdir, *, prompts_per_group, per_prompt, guidances, steps, seed) 
         for (split, kind), items in groups.items():
             texts, meanings = [t for t, _ in items], [m for _, m in items]
             images = _generate(pipe, texts, per_prompt, guidance, options, seed)
-            s = score(images, [m for m in meanings for _ in range(per_prompt)])
+            repeated = [m for m in meanings for _ in range(per_prompt)]
+            s = score(images, repeated)
             record["results"].append({"guidance": guidance, "split": split, "shapes": kind, "accuracy": s["accuracy"],
                                       "num": s["num"]})
             if (split, kind) == ("seen", "two"):
-                record["results"][-1]["relation"] = relation_breakdown(
-                    images, [m for m in meanings for _ in range(per_prompt)])
+                record["results"][-1]["relation"] = relation_breakdown(images, repeated)
     record["layout_preference"] = layout_preference(pipe, 2 * prompts_per_group, seed, held)
     # negative prompts at the largest guidance scale, seen one-shape prompts
     g = max(guidances)

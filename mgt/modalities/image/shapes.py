@@ -240,10 +240,10 @@ def _sample(rng: np.random.Generator, two: bool, held_out: tuple, want_held_out:
               for (c, s), cell in zip(pairs, cells)]
     said = Meaning(tuple(Shape(d["colour"], d["shape"], d["size"] if rng.random() < 0.5 else None)
                          for d in shapes), relation)
-    if two and canonical_share > 0 and rng.random() < canonical_share:
-        said = said.canonical()
-        return {"shapes": shapes, "relation": relation, "text": caption(said, rng, template=0, phrase=0), "said": said}
-    return {"shapes": shapes, "relation": relation, "text": caption(said, rng), "said": said}
+    canonical = two and canonical_share > 0 and rng.random() < canonical_share
+    said = said.canonical() if canonical else said
+    text = caption(said, rng, template=0, phrase=0) if canonical else caption(said, rng)
+    return {"shapes": shapes, "relation": relation, "text": text, "said": said}
 
 
 def _meaning(description: dict) -> Meaning:
