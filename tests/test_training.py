@@ -123,6 +123,28 @@ def test_cli_errors_are_one_line(workdir, tmp_path, capsys):
     assert "another experiment" in err and "model.num_layers" in err
 
 
+def test_workdir_resumes_with_another_execution_setting_only(tmp_path):
+    """`model.remat` / `model.scan_unroll` say how a step is computed: a started workdir accepts a change
+    of them (or a saved config without them), and still refuses a change of what is trained."""
+    from configs.image.digits import get_config
+    from mgt.training.trainer import WorkdirMismatchError, check_workdir
+
+    config = get_config("tiny")
+    wd = str(tmp_path / "w")
+    check_workdir(config, wd)
+    os.makedirs(os.path.join(wd, "tokenizer", "checkpoints", "4"))  # a started stage
+    with open(os.path.join(wd, "config.json")) as f:
+        saved = json.load(f)
+    del saved["model"]["remat"]  # a workdir written before the field existed
+    with open(os.path.join(wd, "config.json"), "w") as f:
+        json.dump(saved, f)
+    config.model.remat, config.model.scan_unroll = True, True
+    check_workdir(config, wd)
+    config.model.hidden_dim += 8
+    with pytest.raises(WorkdirMismatchError, match="model.hidden_dim"):
+        check_workdir(config, wd)
+
+
 def test_sample_and_edit_options_come_from_the_modality(workdir, tmp_path, capsys):
     """Generic options are checked before any work; the rest are the workdir's task's (`--help` lists them)."""
     assert cli.main(["sample", "--workdir", workdir, "--help"]) == 0

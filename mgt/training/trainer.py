@@ -30,6 +30,8 @@ STAGES = ("tokenizer", "transformer", "all")
 # what makes two workdirs different experiments (besides each task's own keys); "text" (the text
 # encoder) only where the saved config has that section (workdirs written before it existed)
 IDENTITY_KEYS = ("modality", "tokenizer", "model", "text")
+# fields inside those that say how a step is computed, not what is trained: a workdir resumes with either
+EXECUTION_ONLY_KEYS = frozenset({"model.remat", "model.scan_unroll"})
 
 
 class WorkdirMismatchError(ValueError):
@@ -75,7 +77,9 @@ def _diff(a, b, prefix=""):
     if isinstance(a, dict) and isinstance(b, dict):
         out = []
         for k in sorted(set(a) | set(b)):
-            out += _diff(a.get(k), b.get(k), f"{prefix}.{k}" if prefix else k)
+            key = f"{prefix}.{k}" if prefix else k
+            if key not in EXECUTION_ONLY_KEYS:
+                out += _diff(a.get(k), b.get(k), key)
         return out
     norm = lambda x: list(x) if isinstance(x, tuple) else x
     return [] if norm(a) == norm(b) else [f"{prefix}: {a!r} in the workdir, {b!r} now"]
