@@ -232,6 +232,28 @@ def test_config_checked_before_anything_is_written_and_corrected_before_training
         assert json.load(f)["model"]["num_layers"] == 2
 
 
+def test_token_cache_key_covers_the_source_code(tmp_path, monkeypatch):
+    """The same config with a changed data generator must not reuse old tokens: the key covers the file
+    that defines the source's class."""
+    import importlib.util
+
+    from mgt.training.transformer_stage import source_code_fingerprint
+
+    def load(name, body):
+        path = tmp_path / f"{name}.py"
+        path.write_text(f"class Source:\n    def __getitem__(self, i):\n        return {body}\n")
+        spec = importlib.util.spec_from_file_location(name, path)
+        module = importlib.util.module_from_spec(spec)
+        monkeypatch.setitem(sys.modules, name, module)  # as an imported module is
+        spec.loader.exec_module(module)
+        return module.Source()
+
+    old, same, new = load("gen_a", "i"), load("gen_b", "i"), load("gen_c", "i + 1")
+    assert source_code_fingerprint(old) == source_code_fingerprint(same)
+    assert source_code_fingerprint(old) != source_code_fingerprint(new)
+    assert len(source_code_fingerprint(old)) == 16
+
+
 def test_damaged_token_cache_is_rebuilt_with_a_warning(workdir, tmp_path):
     import glob
 

@@ -17,6 +17,7 @@ from __future__ import annotations
 
 import functools
 import hashlib
+import inspect
 import json
 import os
 import warnings
@@ -43,6 +44,18 @@ from mgt.transformer import MaskedTransformer
 OBJECTIVES = ("maskgit", "ar")
 # bump when the cache's layout changes: old caches are then rebuilt rather than misread
 TOKEN_CACHE_FORMAT = 3
+
+
+def source_code_fingerprint(source) -> str:
+    """sha256 (16 hex digits) of the file that defines `type(source)` — the code that makes its examples —
+    or its qualified name where that file cannot be read (a class made at run time)."""
+    cls = type(source)
+    try:
+        with open(inspect.getsourcefile(cls), "rb") as f:
+            data = f.read()
+    except (TypeError, OSError):
+        data = f"{cls.__module__}.{cls.__qualname__}".encode()
+    return hashlib.sha256(data).hexdigest()[:16]
 
 
 class TokenSource:
@@ -108,10 +121,13 @@ class TransformerStage(Stage):
         return MaskedTransformer(self.model_config, rngs=nnx.Rngs(int(self.config.seed)))
 
     # ---- data -----------------------------------------------------------------------------------
-    def token_cache_path(self) -> str:
+    def token_cache_path(self, source=None) -> str:
+        """The cache file for this config's tokens; `source` (the training source) adds the code that makes
+        its data to the key, so that a changed generator under the same config does not reuse old tokens."""
         fingerprint = hashlib.sha256(json.dumps({
             "tokenizer": self.config.tokenizer.to_dict(), "tokenizer_step": self.tokenizer_step,
             "data": {k: v for k, v in self.config.data.to_dict().items() if k != "num_workers"},
+            "source_code": source_code_fingerprint(source) if source is not None else None,
             "text": self.text.fingerprint() if self.text is not None else None,
             "seed": int(self.config.seed), "format": TOKEN_CACHE_FORMAT}, sort_keys=True, default=str).encode()
         ).hexdigest()[:16]
@@ -120,7 +136,8 @@ class TransformerStage(Stage):
     def token_cache(self) -> tuple[np.ndarray, dict[str, np.ndarray]]:
         """`(tokens int32 [N, *grid(, K)], condition arrays by batch key)`, built once and cached in the
         workdir. A cache that cannot be read (truncated, damaged) is rebuilt with one warning."""
-        path = self.token_cache_path()
+        source = self.task.source("train")
+        path = self.token_cache_path(source)
         # a cache of text ids whose vocabulary is gone (deleted) is rebuilt with a new vocabulary
         if os.path.exists(path) and not (self.text is not None and self.text.needs_fit):
             try:
@@ -129,7 +146,6 @@ class TransformerStage(Stage):
             except (OSError, ValueError, KeyError, EOFError, zipfile.BadZipFile) as e:
                 warnings.warn(f"the token cache {path} cannot be read ({type(e).__name__}: {e}); rebuilding it",
                               stacklevel=2)
-        source = self.task.source("train")
         self.task.check_source(source)
         copies = max(1, int(self.config.data.get("token_augmentations", 1)))
         key, chunk = self.task.input_key, 64
