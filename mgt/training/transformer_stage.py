@@ -121,13 +121,13 @@ class TransformerStage(Stage):
         return MaskedTransformer(self.model_config, rngs=nnx.Rngs(int(self.config.seed)))
 
     # ---- data -----------------------------------------------------------------------------------
-    def token_cache_path(self, source=None) -> str:
+    def token_cache_path(self, source) -> str:
         """The cache file for this config's tokens; `source` (the training source) adds the code that makes
         its data to the key, so that a changed generator under the same config does not reuse old tokens."""
         fingerprint = hashlib.sha256(json.dumps({
             "tokenizer": self.config.tokenizer.to_dict(), "tokenizer_step": self.tokenizer_step,
             "data": {k: v for k, v in self.config.data.to_dict().items() if k != "num_workers"},
-            "source_code": source_code_fingerprint(source) if source is not None else None,
+            "source_code": source_code_fingerprint(source),
             "text": self.text.fingerprint() if self.text is not None else None,
             "seed": int(self.config.seed), "format": TOKEN_CACHE_FORMAT}, sort_keys=True, default=str).encode()
         ).hexdigest()[:16]
