@@ -76,6 +76,8 @@ class ARTransformer(MaskedTransformer):
             raise ValueError(f"ARTransformer supports the conditionings none, class_token, adaln and cross_attention "
                              f"over a given context; got conditioning={config.conditioning!r}, "
                              f"context_vocab_size={config.context_vocab_size}")
+        if config.rope:
+            raise ValueError("ARTransformer: rope=True is for masked models (its cached decoding has no grid RoPE)")
         super().__init__(config, rngs=rngs)
 
     # ------------------------------------------------------------------------------------------
@@ -187,7 +189,7 @@ class ARTransformer(MaskedTransformer):
     @scoped("embed")
     def _embed(self, inputs, positions):
         """inputs int32 `[B, T]`, positions float `[T, D]` → float32 `[B, T, D]`."""
-        x = jnp.take(self.word_embeddings[0], inputs, axis=0) + positions[None].astype(jnp.float32)
+        x = jnp.take(self.token_table()[0], inputs, axis=0) + positions[None].astype(jnp.float32)
         return self.embeddings_ln(x) if self.embeddings_ln is not None else x
 
     def _position_row(self, position):

@@ -79,7 +79,7 @@ class ModernBlock(nnx.Module):
                            if cfg.conditioning in ("adaln", "pooled_adaln") else None)
 
     def __call__(self, x, key, cond, context, context_mask, deterministic: bool, *, causal=False, cache=None,
-                 cache_index=None, self_mask=None):
+                 cache_index=None, self_mask=None, grid_positions=None):
         cfg = self.cfg
         k_attn, k_res1, k_cross, k_mlp = jax.random.split(key, 4)
         if self.modulation is not None:
@@ -91,7 +91,7 @@ class ModernBlock(nnx.Module):
         h = self.attention_norm(x) * (1 + scale1) + shift1
         h = self.self_attention(h.astype(x.dtype), None, self_mask, dropout_rate=cfg.attention_dropout_rate,
                                 key=k_attn, deterministic=deterministic, causal=causal, cache=cache,
-                                cache_index=cache_index)
+                                cache_index=cache_index, grid_positions=grid_positions)
         if cache is not None:
             h, cache = h
         x = x + (gate1 * dropout(h, cfg.dropout_rate, k_res1, deterministic)).astype(x.dtype)

@@ -69,6 +69,14 @@ def token_region(given: np.ndarray, grid: Sequence[int]) -> np.ndarray:
     return share >= 0.5
 
 
+def region_condition_tokens(tokens: np.ndarray, region: np.ndarray, mask_id: int) -> np.ndarray:
+    """int32 `[B, *grid(, K)]`: a condition input's `tokens` inside `region` (bool `[*grid]`, every level of
+    a cell alike), `mask_id` elsewhere — what `decode(condition_tokens=)` takes."""
+    tokens, region = np.asarray(tokens), np.asarray(region, bool)
+    region = region.reshape((1,) + region.shape + (1,) * (tokens.ndim - 1 - region.ndim))
+    return np.where(region, tokens, mask_id).astype(np.int32)
+
+
 def task_regions(tasks: Sequence[str], offered, grid: Sequence[int]) -> np.ndarray:
     """bool `[M, *grid]`: each task's condition region (empty for "generation").
 

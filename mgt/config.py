@@ -85,6 +85,10 @@ def base_config() -> config_dict.ConfigDict:
     c.model.conditioning = "none"
     c.model.null_condition = False
     c.model.position_embedding = "learned"
+    # FSQ / LFQ tokenizers: the quantizer's digits (FSQ levels, LFQ bits) so that the model embeds and
+    # predicts each code through its digits too (mgt.transformer); () treats codes as unrelated ids
+    c.model.code_digits = ()
+    c.model.rope = False  # axial RoPE over the grid in self-attention (mgt.transformer), beside the position embeddings
     c.model.qk_norm = False
     c.model.dropout_rate = 0.0
     c.model.attention_dropout_rate = 0.0

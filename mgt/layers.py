@@ -11,6 +11,7 @@ Logical axis names: "embed" (model width), "mlp" (MLP width), "heads", "kv" (hea
 
 from __future__ import annotations
 
+import itertools
 import math
 from typing import Sequence
 
@@ -129,8 +130,11 @@ class MultiHeadAttention(nnx.Module):
 
     @scoped("attention")
     def __call__(self, x, kv=None, kv_mask=None, *, dropout_rate=0.0, key=None, deterministic=True,
-                 causal=False, cache=None, cache_index=None):
+                 causal=False, cache=None, cache_index=None, grid_positions=None):
         """x `[B, T, D]`, kv `[B, S, Dkv]` or None, kv_mask bool `[B, S]` (True = attend) → `[B, T, D]`.
+
+        grid_positions: int `[T, A]` (self-attention only): rotate queries and keys by each position's
+          A grid coordinates (`rotary_grid`), so that scores depend on grid offsets.
 
         Autoregressive use (self-attention only):
           causal: position t attends to positions <= t only.
@@ -151,6 +155,10 @@ class MultiHeadAttention(nnx.Module):
                 raise ValueError("rope is for self-attention; got kv (cross-attention)")
             positions = jnp.arange(q.shape[1]) + (0 if cache is None else jnp.asarray(cache_index, jnp.int32))
             q, k = rotary(q, positions), rotary(k, positions)
+        if grid_positions is not None:
+            if kv is not x:
+                raise ValueError("grid_positions are for self-attention; got kv (cross-attention)")
+            q, k = rotary_grid(q, grid_positions), rotary_grid(k, grid_positions)
         mask = None if kv_mask is None else kv_mask[:, None, None, :]  # [B, 1, T, S] broadcast
         if cache is not None:
             cache = _update_cache(cache, k, v, cache_index)
@@ -190,6 +198,19 @@ def rotary(x, positions, max_wavelength: float = 10_000.0):
     sin, cos = jnp.sin(angles)[None, :, None], jnp.cos(angles)[None, :, None]
     x1, x2 = x[..., :half].astype(jnp.float32), x[..., half:].astype(jnp.float32)
     return jnp.concatenate([x1 * cos - x2 * sin, x2 * cos + x1 * sin], -1).astype(x.dtype)
+
+
+def rotary_grid(x, positions, max_wavelength: float = 100.0):
+    """Axial RoPE of x `[B, T, H, Dh]` at int grid coordinates `positions` `[T, A]`: the channel pairs are
+    shared out among the A axes (as evenly as possible), each share rotated by its axis' coordinate
+    (`rotary`), so that the dot product of a rotated query and key depends on their coordinates'
+    differences only. The longest wavelength is short (100, not 10,000): token grids are a few dozen
+    cells a side."""
+    axes, pairs = positions.shape[-1], x.shape[-1] // 2
+    sizes = [2 * (pairs // axes + int(i < pairs % axes)) for i in range(axes)]
+    parts = jnp.split(x, list(itertools.accumulate(sizes[:-1])), axis=-1)
+    return jnp.concatenate([rotary(part, positions[:, i], max_wavelength) if part.shape[-1] else part
+                            for i, part in enumerate(parts)] + ([x[..., 2 * pairs:]] if x.shape[-1] % 2 else []), -1)
 
 
 def _update_cache(cache, k, v, index):

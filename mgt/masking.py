@@ -19,7 +19,8 @@ COMMIT (MAGVIT's multi-task masked modelling): `commit_inputs` shows a task's co
 of the mask id at masked cells inside the task's condition region, with segment id 1.
 
 Masks are bool `[B, *grid]` over cells, or `[B, *grid, K]` for multi-level tokens (a cell mask is
-broadcast over the levels, except for "levelwise"). All functions are jittable with static shapes.
+broadcast over the levels, except for "levelwise" and "random_tokens", which masks each (cell, level)
+token on its own — as decoding commits them). All functions are jittable with static shapes.
 """
 
 from __future__ import annotations
@@ -35,7 +36,7 @@ from mgt.profiling import scoped
 from mgt.schedules import check_schedule, mask_ratio
 from mgt.tokens import TokenSpec
 
-STRUCTURES = ("random", "box", "prefix", "suffix", "levelwise", "blocks", "frame_ordered")
+STRUCTURES = ("random", "box", "prefix", "suffix", "levelwise", "blocks", "frame_ordered", "random_tokens")
 
 
 def sample_mask_counts(rng, batch_size: int, num_cells: int, *, schedule="cosine", min_ratio=0.0):
@@ -215,6 +216,12 @@ def make_training_mask(rng, spec: TokenSpec, batch_size: int, *, structure="rand
         cells = span_mask(counts, spec.grid, axis=axis, where=structure)
     else:
         counts = sample_mask_counts(k_count, batch_size, spec.num_cells, schedule=schedule, min_ratio=min_ratio)
+        if structure == "random_tokens":
+            tokens = sample_mask_counts(k_count, batch_size, spec.num_cells * spec.num_levels, schedule=schedule,
+                                        min_ratio=min_ratio)
+            grid = spec.grid + ((spec.num_levels,) if spec.num_levels > 1 else ())
+            cells = random_mask(k_where, tokens, grid)
+            return cells, cells
         if structure == "levelwise":
             return levelwise_mask(k_where, counts, spec.grid, spec.num_levels, prompt_fraction=prompt_fraction,
                                   span=span)

@@ -27,6 +27,12 @@ Multi-task models (MAGVIT's COMMIT, `TransformerConfig.tasks`): a task token (`t
 index into `config.tasks`) is a prefix token of the shared vocabulary after the classes, and a segment
 embedding (`segment_ids` int32 `[B, *grid]`: 1 where a cell shows a condition token, 0 elsewhere) is
 added to every cell, so the model tells condition tokens from committed ones.
+
+Structured codes (`TransformerConfig.code_digits`, e.g. FSQ's levels `(8, 6, 5)`): code `i` is the
+mixed-radix number with digits `(i // prod(digits[:j])) % digits[j]`, first digit fastest (FSQ's and
+LFQ's index order). Each code's embedding then adds one learned vector per digit to its own, and its
+logit one learned term per digit (`h @ W_digit`), so codes that share digits — neighbouring FSQ
+values — share what the model learns about them, instead of being V unrelated ids.
 """
 
 from __future__ import annotations
@@ -36,6 +42,7 @@ import math
 
 import jax
 import jax.numpy as jnp
+import numpy as np
 from flax import nnx
 
 from mgt.blocks import BLOCK_STYLES
@@ -67,6 +74,9 @@ class TransformerConfig:
     mlp_dim: int = 1024
     block_style: str = "modern"
     position_embedding: str = "learned"
+    # rotate self-attention's queries and keys by each cell's grid coordinates (axial RoPE; modern blocks):
+    # scores see grid offsets, on top of the position embeddings (which still tell where the borders are)
+    rope: bool = False
     conditioning: str = "none"
     null_condition: bool = False
     context_dim: int = 0
@@ -80,6 +90,8 @@ class TransformerConfig:
     context_position_encoding: str = "learned"
     # names of the conditional tasks a multi-task (COMMIT) model serves; () for a single-task model
     tasks: tuple[str, ...] = ()
+    # the codes as mixed-radix digits (FSQ's levels; prod == codebook_size), () for unrelated code ids
+    code_digits: tuple[int, ...] = ()
     qk_norm: bool = False
     dropout_rate: float = 0.0
     attention_dropout_rate: float = 0.0
@@ -95,6 +107,10 @@ class TransformerConfig:
     def __post_init__(self):
         object.__setattr__(self, "grid", tuple(int(g) for g in self.grid))
         object.__setattr__(self, "tasks", tuple(str(t) for t in self.tasks))
+        object.__setattr__(self, "code_digits", tuple(int(v) for v in self.code_digits))
+        if self.code_digits and (min(self.code_digits) < 2 or math.prod(self.code_digits) != self.codebook_size):
+            raise ValueError(f"code_digits={self.code_digits}: expected digits >= 2 whose product is "
+                             f"codebook_size={self.codebook_size} (e.g. the FSQ quantizer's levels)")
         if len(set(self.tasks)) != len(self.tasks):
             raise ValueError(f"tasks={self.tasks}: names must be unique")
         if self.norm_epsilon is None:
@@ -126,6 +142,11 @@ class TransformerConfig:
                              f"{CONTEXT_CONDITIONINGS}, got conditioning={self.conditioning!r}")
         if self.num_layers < 1:
             raise ValueError(f"num_layers={self.num_layers}; expected >= 1")
+        if self.rope and self.block_style != "modern":
+            raise ValueError("rope=True needs block_style='modern' (the official maskgit block has no RoPE)")
+        if self.rope and (self.hidden_dim // self.num_heads) // 2 < len(self.grid):
+            raise ValueError(f"rope=True: head size {self.hidden_dim // self.num_heads} has fewer channel pairs than "
+                             f"the grid's {len(self.grid)} axes")
 
     @property
     def spec(self) -> TokenSpec:
@@ -174,6 +195,17 @@ class TransformerConfig:
                       dropout_rate=0.1, attention_dropout_rate=0.1)
         kwargs.update(overrides)
         return cls(**kwargs)
+
+
+def digit_onehot(code_digits) -> np.ndarray:
+    """float32 `[sum(code_digits), prod(code_digits)]`: row `offset_j + v` is 1 at the codes whose digit j
+    is v (mixed radix, first digit fastest — FSQ's index order)."""
+    codes = np.arange(math.prod(code_digits))
+    rows, basis = [], 1
+    for size in code_digits:
+        rows.append(np.arange(size)[:, None] == (codes // basis) % size)
+        basis *= size
+    return np.concatenate(rows).astype(np.float32)
 
 
 def condition_input(conditioning: str) -> str:
@@ -230,6 +262,11 @@ class MaskedTransformer(nnx.Module):
             self.context_positions = make_param(rngs, TRUNC_NORMAL, (cfg.context_len, d), ("pos", "embed"))
         if cfg.num_segments:
             self.segment_embeddings = make_param(rngs, TRUNC_NORMAL, (cfg.num_segments, d), (None, "embed"))
+        if cfg.code_digits:
+            n = sum(cfg.code_digits)
+            self.digit_embeddings = make_param(rngs, TRUNC_NORMAL, (k, n, d), ("levels", None, "embed"))
+            if cfg.block_style != "maskgit":  # (the maskgit head is tied to the embeddings, digits included)
+                self.digit_output_kernel = make_param(rngs, TRUNC_NORMAL, (k, d, n), ("levels", "embed", None))
 
         block_cls = BLOCK_STYLES[cfg.block_style]
 
@@ -352,7 +389,7 @@ class MaskedTransformer(nnx.Module):
         condition vector `[B, D]` (or None) and the (null-substituted) cross-attention context."""
         cfg = self.config
         b, n, k = seq.shape
-        table = self.word_embeddings[...]  # [K, vocab, D]
+        table = self.token_table()  # [K, vocab, D]
         x = sum(jnp.take(table[level], seq[:, :, level], axis=0) for level in range(k))  # [B, N, D]
         if cfg.num_segments:
             segment_ids = jnp.zeros((b, n), jnp.int32) if segment_ids is None else segment_ids.astype(jnp.int32)
@@ -406,10 +443,13 @@ class MaskedTransformer(nnx.Module):
         graphdef, stacked = nnx.split(self.blocks)
         causal = self.causal_attention
 
+        rope = {"grid_positions": self._grid_positions(x.shape[1])} if self.config.rope else {}
+
         def body(x, layer):
             layer_state, key = layer
             block = nnx.merge(graphdef, layer_state, copy=True)
-            return block(x, key, cond, context, context_mask, deterministic, causal=causal, self_mask=self_mask), None
+            return block(x, key, cond, context, context_mask, deterministic, causal=causal, self_mask=self_mask,
+                         **rope), None
 
         if layers is not None:
             if len(layers) != self.config.num_layers:
@@ -431,14 +471,33 @@ class MaskedTransformer(nnx.Module):
             h = self.mlm_ln(h).astype(jnp.float32)
             # One matmul per level against that level's `[vocab, D]` table (contracting D in place):
             # a single einsum over `[K, vocab, D]` makes XLA copy the table transposed at every call.
-            table, bias = self.word_embeddings[...], self.mlm_bias[...]
+            table, bias = self.token_table(), self.mlm_bias[...]
             if vocab is not None:
                 table, bias = table[:, :vocab], bias[:, :vocab]
             logits = jnp.stack([h @ table[level].T for level in range(cfg.num_levels)], axis=2)
             return logits + bias
         h = self.final_norm(x).astype(cfg.compute_dtype)
-        kernel = self.output_kernel[...].astype(cfg.compute_dtype)
+        kernel = self.output_kernel[...]
+        if cfg.code_digits:  # + one term per digit of each code: h @ (W + W_digit @ onehot)
+            kernel = kernel + jnp.einsum("kdn,nv->kdv", self.digit_output_kernel[...], digit_onehot(cfg.code_digits))
+        kernel = kernel.astype(cfg.compute_dtype)
         return jnp.stack([h @ kernel[level] for level in range(cfg.num_levels)], axis=2)
+
+    def token_table(self):
+        """`[K, vocab, D]`: every id's input embedding — with `code_digits`, each code's own row plus its
+        digits' rows (the ids after the codes — classes, tasks, mask — have their own rows only)."""
+        table = self.word_embeddings[...]
+        if not self.config.code_digits:
+            return table
+        digits = jnp.einsum("nv,knd->kvd", digit_onehot(self.config.code_digits), self.digit_embeddings[...])
+        return table.at[:, :self.config.codebook_size].add(digits.astype(table.dtype))
+
+    def _grid_positions(self, length):
+        """int32 `[length, A]`: the grid coordinates of the last num_cells rows (the cells, raster order);
+        the rows before them (class / task / context prefix) sit at the origin."""
+        cells = np.stack(np.unravel_index(np.arange(self.config.spec.num_cells), self.config.grid), -1)
+        prefix = np.zeros((length - len(cells), cells.shape[1]), cells.dtype)
+        return jnp.asarray(np.concatenate([prefix, cells]), jnp.int32)
 
     def _positions(self, n=None):
         """`[rows, D]`: the prefix's position rows (if any), then every cell's, raster order."""

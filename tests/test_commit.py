@@ -66,6 +66,20 @@ def test_commit_inputs_show_condition_tokens_only_at_masked_region_cells():
     np.testing.assert_array_equal(segments, [[[1, 0, 0, 0], [1, 0, 1, 0]]])
 
 
+def test_region_condition_tokens_cover_every_level_of_a_region_cell():
+    """Cells of K levels (grouped codes): the region selects whole cells, whatever K and the grid's sizes."""
+    from mgt.commit import region_condition_tokens
+
+    tokens = np.arange(2 * 4 * 4 * 4 * 4).reshape(2, 4, 4, 4, 4)  # [B, T, H, W, K]: every side 4
+    region = np.zeros((4, 4, 4), bool)
+    region[0] = True  # the first token frame given
+    out = region_condition_tokens(tokens, region, mask_id=-1)
+    np.testing.assert_array_equal(out[:, 0], tokens[:, 0])
+    assert (out[:, 1:] == -1).all()
+    plain = region_condition_tokens(tokens[..., 0], region, mask_id=-1)  # K = 1: no level axis
+    np.testing.assert_array_equal(plain, out[..., 0])
+
+
 def test_block_and_frame_ordered_masks_have_exact_counts():
     counts = jnp.array([5, 20, 33], jnp.int32)
     grid = (4, 4, 4)

@@ -104,13 +104,15 @@ def test_levelwise_prompt_and_spans():
     assert len(set(prompts)) > 1  # the prompt length is drawn per example
 
 
-@pytest.mark.parametrize("structure", ["random", "box", "prefix", "suffix", "levelwise"])
+@pytest.mark.parametrize("structure", ["random", "box", "prefix", "suffix", "levelwise", "random_tokens"])
 def test_make_training_mask_shapes(structure):
     spec = TokenSpec((4, 6), 16, num_levels=2)
     mask, loss = masking.make_training_mask(jax.random.key(5), spec, 3, structure=structure, axis=1)
     assert mask.shape == (3, 4, 6, 2) and loss.shape == mask.shape
     assert np.asarray(loss).sum() >= 3  # at least one token per example carries the loss
     assert not (np.asarray(loss) & ~np.asarray(mask)).any()
+    partial = np.asarray(mask).any(-1) & ~np.asarray(mask).all(-1)  # cells with some levels masked, not all
+    assert partial.any() == (structure in ("levelwise", "random_tokens"))
 
 
 def test_masked_cross_entropy():

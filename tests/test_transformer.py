@@ -26,7 +26,8 @@ TINY = dict(num_layers=1, hidden_dim=32, num_heads=4, mlp_dim=64)
     dict(grid=(2, 3, 4), codebook_size=16, position_embedding="factorized"),
     dict(grid=(6,), codebook_size=8, num_levels=3, conditioning="adaln", num_classes=3),
     dict(grid=(3, 3), codebook_size=16, num_levels=2, conditioning="cross_attention", context_dim=8, qk_norm=True),
-], ids=["1d", "2d-maskgit", "3d-factorized", "levels-adaln", "levels-cross"])
+    dict(grid=(2, 3, 4), codebook_size=16, rope=True, code_digits=(4, 4), conditioning="adaln", num_classes=2),
+], ids=["1d", "2d-maskgit", "3d-factorized", "levels-adaln", "levels-cross", "3d-rope-digits-adaln"])
 def test_output_shapes(kw):
     cfg = TransformerConfig(**TINY, **kw)
     model = MaskedTransformer(cfg, rngs=nnx.Rngs(0))
@@ -183,3 +184,55 @@ def test_model_called_from_a_plain_lambda_inside_decode(conditional_model):
     out = decode(lambda t: model(t, labels=labels), model.spec.masked(2), jax.random.key(0),
                  mask_id=model.spec.mask_id, num_steps=3)
     assert out.shape == (2, 4, 4) and int(out.max()) < 16
+
+
+def test_code_digits_share_what_is_learnt_about_each_digit():
+    """With code_digits, a code's embedding and logit add one term per digit (mixed radix, FSQ's order):
+    with the per-code parts zeroed, codes decompose exactly into their digits' parts."""
+    from types import SimpleNamespace
+
+    from mgt.tokenizers.quantizers.fsq import FiniteScalarQuantizer
+    from mgt.training.builders import check_code_digits
+    from mgt.transformer import digit_onehot
+
+    np.testing.assert_array_equal(digit_onehot((2, 3)), np.array(
+        [[1, 0, 1, 0, 1, 0], [0, 1, 0, 1, 0, 1], [1, 1, 0, 0, 0, 0], [0, 0, 1, 1, 0, 0], [0, 0, 0, 0, 1, 1]]))
+    cfg = TransformerConfig(grid=(2, 2), codebook_size=6, code_digits=(2, 3), **TINY)
+    model = MaskedTransformer(cfg, rngs=nnx.Rngs(0))
+    model.word_embeddings[...] = jnp.zeros_like(model.word_embeddings[...])
+    model.output_kernel[...] = jnp.zeros_like(model.output_kernel[...])
+    table = model.token_table()[0]  # codes (d0, d1) = (i % 2, i // 2)
+    np.testing.assert_allclose(table[0] + table[3], table[1] + table[2], atol=1e-6)  # (0,0)+(1,1) = (1,0)+(0,1)
+    assert float(jnp.abs(table[0] - table[1]).max()) > 0
+    logits = model(jnp.array([[[0, 3], [5, cfg.spec.mask_id]]]))[0].reshape(4, 6)
+    np.testing.assert_allclose(logits[:, 0] + logits[:, 3], logits[:, 1] + logits[:, 2], atol=1e-5)
+    np.testing.assert_allclose(logits[:, 2] + logits[:, 5], logits[:, 3] + logits[:, 4], atol=1e-5)
+
+    with pytest.raises(ValueError, match="code_digits=\\(2, 4\\).*codebook_size=6"):
+        TransformerConfig(grid=(2, 2), codebook_size=6, code_digits=(2, 4))
+    fsq = SimpleNamespace(quantizer=FiniteScalarQuantizer((3, 2)))  # FSQ's index order must be the model's
+    q = fsq.quantizer
+    codes = np.asarray(q.codes_from_indices(jnp.arange(6)))  # [6, 2]: channel 0 is the fastest digit
+    assert len(set(codes[:3, 0])) == 3 and len(set(codes[:3, 1])) == 1 and codes[3, 0] == codes[0, 0] != codes[1, 0]
+    with pytest.raises(ValueError, match="code_digits=\\(2, 3\\).*digits \\(3, 2\\)"):
+        check_code_digits(cfg, fsq)
+    check_code_digits(TransformerConfig(grid=(2, 2), codebook_size=6, code_digits=(3, 2)), fsq)
+
+
+def test_grid_rope_scores_depend_on_grid_offsets_only():
+    from mgt.ar import ARTransformer
+    from mgt.layers import rotary_grid
+
+    q, k = jax.random.normal(jax.random.key(0), (2, 1, 1, 10))  # 5 channel pairs over 3 axes: 2, 2, 1
+
+    def score(p, r):
+        return float((rotary_grid(q[None], jnp.array([p])) * rotary_grid(k[None], jnp.array([r]))).sum())
+
+    assert score((1, 2, 3), (0, 1, 1)) == pytest.approx(score((3, 5, 4), (2, 4, 2)), abs=1e-5)
+    assert score((1, 2, 3), (0, 1, 1)) != pytest.approx(score((1, 2, 3), (0, 1, 2)), abs=1e-3)
+    with pytest.raises(ValueError, match="rope=True needs block_style='modern'"):
+        TransformerConfig(grid=(2, 2), codebook_size=8, rope=True, block_style="maskgit")
+    with pytest.raises(ValueError, match="head size 2 has fewer channel pairs than the grid's 2 axes"):
+        TransformerConfig(grid=(2, 2), codebook_size=8, rope=True, hidden_dim=8, num_heads=4)
+    with pytest.raises(ValueError, match="rope=True is for masked models"):
+        ARTransformer(TransformerConfig(grid=(2, 2), codebook_size=8, rope=True, **TINY), rngs=nnx.Rngs(0))

@@ -133,6 +133,22 @@ def test_position_norm_and_a_patch_local_encoder_give_an_empty_cell_one_code():
         _tiny3d(norm="layer")
 
 
+def test_token_group_hands_each_block_of_codes_to_one_cell():
+    """token_group=2: the same codes, each 2 × 2 block of a frame's map one cell of 4 levels."""
+    tubes = dict(patch_size=4, temporal_patch_size=2, channel_multipliers=(1,), temporal_downsample=())
+    plain, grouped = _tiny3d(**tubes), _tiny3d(**tubes, token_group=2)
+    nnx.update(grouped, nnx.state(plain))
+    x = jax.random.uniform(jax.random.key(0), (2, 4, 16, 16, 1))
+    codes, cells = np.asarray(plain.encode(x)), np.asarray(grouped.encode(x))  # [2, 2, 4, 4], [2, 2, 2, 2, 4]
+    assert cells.shape == (2, 2, 2, 2, 4) and grouped.token_spec((4, 16, 16, 1)).num_levels == 4
+    np.testing.assert_array_equal(cells[:, :, 1, 0], codes[:, :, 2:4, 0:2].reshape(2, 2, 4))
+    np.testing.assert_allclose(np.asarray(grouped.decode(cells)), np.asarray(plain.decode(codes)), atol=1e-6)
+    with pytest.raises(ValueError, match="tokens must be .* \\+ \\[4\\] \\(token_group=2\\)"):
+        grouped.decode(codes)
+    with pytest.raises(ValueError, match="multiples of the spatial downsampling factor 8"):
+        grouped.encode(jnp.zeros((1, 4, 12, 12, 1)))
+
+
 def test_inflated_tokenizer_reproduces_the_image_tokenizer_on_a_static_video(tiny_workdir):
     """`--config.tokenizer.inflate_from=<image workdir>`: generator and EMA weights inflated ("central");
     a video of one repeated image tokenizes and decodes frame by frame as the image tokenizer does."""

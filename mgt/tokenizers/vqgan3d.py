@@ -10,7 +10,9 @@ is MAGVIT-L. `quantizer="fsq"` or `"lfq"` swaps the quantizer (its options in `q
 e.g. `{"levels": (8, 5, 5, 5)}` or `{"num_bits": 10}`). `patch_size=p > 1` and `temporal_patch_size=r > 1`
 (not in MAGVIT; ViViT's tubelets) fold r × p × p pixels into one cell before the first convolution
 and unfold them after the last, so every 3D convolution runs at 1/(r·p²) of the pixels: what makes
-small video tokenizers train on a CPU.
+small video tokenizers train on a CPU. `token_group=g > 1` hands the Transformer each g × g block of a
+frame's codes as one cell of g² code levels (tokens `[B, t, h/g, w/g, g²]`): a g²-times shorter
+sequence for the same codes.
 
 Training terms beyond the reconstruction (3D or per-frame 2D StyleGAN discriminator, R1, LeCAM,
 per-frame perceptual loss) come from `training_objective`, which reuses the image objective.
@@ -62,6 +64,7 @@ class VQGAN3DConfig:
       causal: time-causal convolutions and per-frame norms (MAGVIT-v2); see `vqgan3d_layers`.
       shortcut: "input" (MAGVIT) or "output" (the official 2D MaskGIT layout; inflated tokenizers).
       quantizer: "vq", "fsq" or "lfq".
+      token_group: g, each g × g block of codes one cell of g² levels in `encode` / `decode` (1: plain codes).
       commitment_cost, codebook_cost, entropy_cost, entropy_temperature: VQ loss weights.
       reconstruction_loss, reconstruction_weight: "l2" or "l1", and its weight.
       dtype: compute dtype of encoder and decoder; parameters and the quantizer stay float32.
@@ -84,6 +87,7 @@ class VQGAN3DConfig:
     causal: bool = False
     shortcut: str = "input"
     quantizer: str = "vq"
+    token_group: int = 1
     commitment_cost: float = 0.25
     codebook_cost: float = 1.0
     entropy_cost: float = 0.1
@@ -106,7 +110,7 @@ class VQGAN3DConfig:
                              f"({len(self.channel_multipliers) - 1} for channel_multipliers="
                              f"{self.channel_multipliers}), got {self.temporal_downsample}")
         for name in ("video_channels", "base_channels", "num_res_blocks", "embedding_dim", "codebook_size",
-                     "num_groups", "patch_size", "temporal_patch_size"):
+                     "num_groups", "patch_size", "temporal_patch_size", "token_group"):
             if int(getattr(self, name)) < 1:
                 raise ValueError(f"VQGAN3DConfig.{name} must be >= 1, got {getattr(self, name)}")
         for name, value, allowed in (("shortcut", self.shortcut, ("input", "output")), ("norm", self.norm, NORMS),
@@ -157,27 +161,36 @@ class VQGAN3D(nnx.Module):
         self.decoder = Decoder3D(out_channels=folded, rngs=rngs, **sizes)
         self.quantizer = _make_quantizer(config, rngs)
         self.codebook_size = int(self.quantizer.codebook_size)
-        self.num_levels = 1
+        self.num_levels = config.token_group ** 2
 
     # ---- protocol ------------------------------------------------------------------------------
     def token_spec(self, input_shape: tuple[int, ...] = (16, 128, 128, 3)) -> TokenSpec:
-        """`(T, H, W, C)` → `TokenSpec(grid=(t, H/f, W/f), codebook_size=V)`."""
+        """`(T, H, W, C)` → `TokenSpec(grid=(t, H/f/g, W/f/g), codebook_size=V, num_levels=g²)`."""
         self._check_shape((1,) + tuple(input_shape), "input_shape")
         t, h, w = input_shape[:3]
-        f = self.downsample_factor
-        return TokenSpec(grid=(self.config.token_frames(t), h // f, w // f), codebook_size=self.codebook_size)
+        f, g = self.downsample_factor, self.config.token_group
+        return TokenSpec(grid=(self.config.token_frames(t), h // f // g, w // f // g), codebook_size=self.codebook_size,
+                         num_levels=self.num_levels)
 
     def encode(self, videos):
-        """float32 `[B, T, H, W, C]` in [0, 1] → int32 tokens `[B, t, H/f, W/f]`."""
-        return self.quantizer.encode(self.encode_latents(videos)).astype(jnp.int32)
+        """float32 `[B, T, H, W, C]` in [0, 1] → int32 tokens `[B, t, H/f, W/f]` (`[B, t, H/f/g, W/f/g, g²]`
+        with `token_group` g > 1)."""
+        codes = self.quantizer.encode(self.encode_latents(videos)).astype(jnp.int32)
+        g = self.config.token_group
+        return einops.rearrange(codes, "b t (h i) (w j) -> b t h w (i j)", i=g, j=g) if g > 1 else codes
 
     def decode(self, tokens):
-        """int32 `[B, t, h, w]` codes in [0, V) → float32 videos `[B, T, h·f, w·f, C]`, not clipped."""
-        if jnp.ndim(tokens) != 4:
-            raise ValueError(f"tokens must be [batch, frames, height, width], got shape {tuple(jnp.shape(tokens))}")
+        """int32 `[B, t, h, w]` (`[B, t, h, w, g²]` with `token_group` g > 1) codes in [0, V) → float32 videos
+        `[B, T, h·f·g, w·f·g, C]`, not clipped."""
+        g = self.config.token_group
+        if jnp.ndim(tokens) != (4 if g == 1 else 5) or (g > 1 and jnp.shape(tokens)[-1] != g * g):
+            expected = "[batch, frames, height, width]" + ("" if g == 1 else f" + [{g * g}] (token_group={g})")
+            raise ValueError(f"tokens must be {expected}, got shape {tuple(jnp.shape(tokens))}")
         if not jnp.issubdtype(jnp.result_type(tokens), jnp.integer):
             raise ValueError(f"tokens must be an integer array, got dtype {jnp.result_type(tokens)}")
         check_token_values(tokens, self.codebook_size, None, "tokens")
+        if g > 1:
+            tokens = einops.rearrange(tokens, "b t h w (i j) -> b t (h i) (w j)", i=g, j=g)
         return self.decode_codes(self.quantizer.decode(tokens))
 
     # ---- continuous parts ----------------------------------------------------------------------
@@ -220,7 +233,8 @@ class VQGAN3D(nnx.Module):
         return VideoTokenizerObjective(train_config, input_shape, seed)
 
     def _check_shape(self, shape, name):
-        check_video_shape(shape, channels=self.config.video_channels, factor=self.downsample_factor,
+        check_video_shape(shape, channels=self.config.video_channels,
+                          factor=self.downsample_factor * self.config.token_group,
                           time_factor=self.temporal_factor, causal=self.config.causal, name=name)
 
 

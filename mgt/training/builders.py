@@ -56,3 +56,12 @@ def transformer_config(config, token_spec, text=None) -> TransformerConfig:
                                  num_classes=int(config.data.num_classes) if takes_labels else 0, **m)
     except ValueError as e:
         raise ValueError(f"config.model: {e}") from None
+
+
+def check_code_digits(model_config: TransformerConfig, tokenizer) -> None:
+    """`config.model.code_digits` must be the digits the tokenizer's quantizer codes with (FSQ's levels,
+    LFQ's bits), else the model would factor code ids along the wrong digits (ValueError naming both)."""
+    digits = getattr(getattr(tokenizer, "quantizer", None), "code_digits", None)
+    if model_config.code_digits and digits is not None and tuple(digits) != model_config.code_digits:
+        raise ValueError(f"config.model.code_digits={model_config.code_digits}: the tokenizer's quantizer codes "
+                         f"with the digits {tuple(digits) or '() (learned codes)'}")

@@ -36,7 +36,7 @@ from mgt.pipeline import GenerationPipeline
 from mgt.profiling import scope
 from mgt.sampling import decode_options
 from mgt.tokenizers.base import apply_in_chunks
-from mgt.training.builders import transformer_config
+from mgt.training.builders import check_code_digits, transformer_config
 from mgt.training.optim import make_optimizer
 from mgt.training.state import Stage
 from mgt.transformer import MaskedTransformer
@@ -85,6 +85,7 @@ class TransformerStage(Stage):
         if self.text is not None:
             self.text.use_workdir(workdir)
         self.model_config = transformer_config(config, self.spec_in, self.text)
+        check_code_digits(self.model_config, tokenizer)
         self.objective = config.model.get("objective", "maskgit")
         if self.objective not in OBJECTIVES:
             raise ValueError(f"config.model.objective={self.objective!r}; expected one of {OBJECTIVES}")

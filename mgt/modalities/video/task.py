@@ -190,7 +190,7 @@ class VideoTask(BaseTask):
         region = commit.token_region(ct.given, model.config.grid)
         cond_tokens = apply_in_chunks(pipeline.tokenizer, "encode", ct.condition_inputs(clips),
                                       chunk=min(16, n))
-        condition_tokens = np.where(region[None], cond_tokens, model.spec.mask_id).astype(np.int32)
+        condition_tokens = commit.region_condition_tokens(cond_tokens, region, model.spec.mask_id)
         out = pipeline.generate(rng, condition=condition, tokens=model.spec.masked(n), num_steps=num_steps,
                                 condition_tokens=condition_tokens, guidance_scale=guidance_scale)
         return np.asarray(out), condition

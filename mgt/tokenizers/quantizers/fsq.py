@@ -47,6 +47,7 @@ class FiniteScalarQuantizer(nnx.Module):
         levels = tuple(check_int(f"levels[{i}]", level, 2) for i, level in enumerate(levels))
         self.levels = levels
         self.codebook_size = math.prod(levels)
+        self.code_digits = levels  # an index's mixed-radix digits (TransformerConfig.code_digits)
         if self.codebook_size > np.iinfo(np.int32).max:
             raise ValueError(f"levels give prod(levels)={self.codebook_size} codes, more than int32 indices hold")
         self.num_levels = 1

@@ -69,6 +69,7 @@ class LookupFreeQuantizer(nnx.Module):
         if self.num_bits > _MAX_BITS:
             raise ValueError(f"num_bits must be at most {_MAX_BITS} (int32 indices), got {num_bits}")
         self.codebook_size = 2**self.num_bits
+        self.code_digits = (2,) * self.num_bits  # an index's bits (TransformerConfig.code_digits)
         self.num_levels = 1
         self.dim = self.num_bits if dim is None else check_int("dim", dim, 1)
         if num_groups is None:

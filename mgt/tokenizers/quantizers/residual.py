@@ -32,6 +32,7 @@ class ResidualVectorQuantizer(nnx.Module):
                  quantizer_dropout: float = 0.0, **vq_kwargs):
         self.num_levels = check_int("num_levels", num_levels, 1)
         self.codebook_size = check_int("codebook_size", codebook_size, 2)
+        self.code_digits = ()  # learned codes: no digit structure (TransformerConfig.code_digits)
         self.dim = check_int("dim", dim, 1)
         self.quantizer_dropout = check_unit_interval("quantizer_dropout", quantizer_dropout)
         self.levels = nnx.List([VectorQuantizer(self.codebook_size, self.dim, rngs=rngs, **vq_kwargs)

@@ -112,6 +112,7 @@ class VectorQuantizer(nnx.Module):
                  dtype=jnp.float32, kmeans_iterations: int = 10, dead_code_buffer_size: int | None = None,
                  ema_epsilon: float = 1e-5):
         self.codebook_size = check_int("codebook_size", codebook_size, 2)
+        self.code_digits = ()  # learned codes: no digit structure (TransformerConfig.code_digits)
         self.num_levels = 1
         self.dim = check_int("dim", dim, 1)
         if lookup_dim is not None:
