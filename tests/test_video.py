@@ -164,6 +164,7 @@ def test_inflated_tokenizer_reproduces_the_image_tokenizer_on_a_static_video(tin
         c.tokenizer[key] = image_config.tokenizer[key]
     c.tokenizer.video_channels = 3
     c.tokenizer.patch_size = 1
+    c.tokenizer.token_group = 1  # the image tokenizer's token layout, frame by frame
     c.tokenizer.temporal_downsample = (True, False)
     c.tokenizer.shortcut = "output"
     c.tokenizer.inflate_from = tiny_workdir
