@@ -214,14 +214,13 @@ def make_training_mask(rng, spec: TokenSpec, batch_size: int, *, structure="rand
         dim = spec.grid[axis] if 0 <= axis < len(spec.grid) else 0
         counts = sample_mask_counts(k_count, batch_size, max(dim, 1), schedule=schedule, min_ratio=min_ratio)
         cells = span_mask(counts, spec.grid, axis=axis, where=structure)
+    elif structure == "random_tokens":  # every (cell, level) token on its own
+        counts = sample_mask_counts(k_count, batch_size, spec.num_cells * spec.num_levels, schedule=schedule,
+                                    min_ratio=min_ratio)
+        tokens = random_mask(k_where, counts, spec.grid + ((spec.num_levels,) if spec.num_levels > 1 else ()))
+        return tokens, tokens
     else:
         counts = sample_mask_counts(k_count, batch_size, spec.num_cells, schedule=schedule, min_ratio=min_ratio)
-        if structure == "random_tokens":
-            tokens = sample_mask_counts(k_count, batch_size, spec.num_cells * spec.num_levels, schedule=schedule,
-                                        min_ratio=min_ratio)
-            grid = spec.grid + ((spec.num_levels,) if spec.num_levels > 1 else ())
-            cells = random_mask(k_where, tokens, grid)
-            return cells, cells
         if structure == "levelwise":
             return levelwise_mask(k_where, counts, spec.grid, spec.num_levels, prompt_fraction=prompt_fraction,
                                   span=span)
