@@ -58,6 +58,21 @@ def test_moving_digits_are_seeded_bounce_and_split_like_the_image_digits():
         MovingDigitsSource("valid")
 
 
+def test_class_consistency_reads_uint8_and_overshooting_float_clips_alike():
+    """The digit classifier's reading of clips: the scale comes from the dtype, so a generated float clip
+    that overshoots 1 somewhere (decoders are not clipped) is not mistaken for a 0–255 one."""
+    from mgt.modalities.video import metrics
+
+    source = MovingDigitsSource("test", num_clips=6)
+    clips = np.stack([source[i]["video"] for i in range(6)])  # uint8 [6, 8, 32, 32, 1]
+    floats = clips.astype(np.float32) / 255.0
+    full = floats >= 1.0
+    assert full.any()
+    floats[full] = 1.6  # the digit's brightest pixels overshoot (clipped, they read as before)
+    reads = [metrics.class_consistency(x, source.labels[:6]) for x in (clips, floats)]
+    assert reads[0] == reads[1] and reads[0]["frame_class_accuracy"] >= 0.75
+
+
 def test_video_folder_and_array_sources(tmp_path):
     from mgt.modalities.video.io import write_video
 

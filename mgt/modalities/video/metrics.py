@@ -16,11 +16,13 @@ DIGIT = 16  # side of a moving digit in pixels (an 8 × 8 scikit-learn digit ups
 
 
 def grey_frames(videos) -> np.ndarray:
-    """float `[..., H, W, C]` in [0, 1] (or uint8) → float32 `[..., H, W]` grey in [0, 1]."""
-    x = np.asarray(videos, np.float32)
-    if x.max(initial=0.0) > 1.5:
-        x = x / 255.0
-    return np.clip(x.mean(-1), 0.0, 1.0)
+    """float `[..., H, W, C]` in [0, 1] (or uint8) → float32 `[..., H, W]` grey in [0, 1].
+
+    The scale comes from the dtype, not the values: a generated float clip that overshoots 1 (the
+    tokenizer's decoder is not clipped) is clipped, not read as 0–255."""
+    x = np.asarray(videos)
+    scale = 255.0 if np.issubdtype(x.dtype, np.integer) else 1.0
+    return np.clip(x.astype(np.float32).mean(-1) / scale, 0.0, 1.0)
 
 
 def digit_windows(frames, *, search: int = 2, threshold: float = 0.2) -> np.ndarray:
