@@ -110,8 +110,9 @@ def main(argv=None):
     if "frame_prediction" in tasks:
         c = int(config.data.get("condition_frames", 2))
         cond_labels = labels if model.config.condition_input == "labels" else None
+        # the same decoding options as generation (the config's, with --steps / --guidance)
         predicted, _ = task.run_conditional(pipe, "frame_prediction", clips, cond_labels,
-                                            jax.random.key(args.seed + 1), num_steps=steps)
+                                            jax.random.key(args.seed + 1), num_steps=steps, guidance_scale=guidance)
         truth = clips[:, c:]
         copy_last = np.repeat(clips[:, c - 1:c], clips.shape[1] - c, axis=1)
         model_psnr = [float(metrics.psnr(truth[:, k], predicted[:, c + k])) for k in range(truth.shape[1])]

@@ -218,6 +218,8 @@ def _sample(argv) -> int:
                    help="classifier-free guidance scale, >= 0 (default: the config's)")
     p.add_argument("--temperature", type=float, default=None, help="sampling temperature")
     p.add_argument("--choice-temperature", type=float, default=None, help="Gumbel noise of the confidence")
+    p.add_argument("--confidence", default=None,
+                   help="what ranks sampled codes for committing: logprob (MaskGIT) or logit (default: the config's)")
     p.add_argument("--top-k", type=_number("--top-k", int, 0), default=None, help="sample from the k likeliest codes")
     p.add_argument("--top-p", type=_number("--top-p", float, 0), default=None, help="nucleus sampling mass")
     p.add_argument("--typical-p", type=_number("--typical-p", float, 0), default=None,
@@ -243,7 +245,7 @@ def _sample(argv) -> int:
     options = decode_options(config.sample, pipe.spec.num_levels, num_steps=args.steps,
                              choice_temperature=args.choice_temperature, temperature=args.temperature,
                              guidance_scale=args.guidance, top_k=args.top_k, top_p=args.top_p,
-                             typical_p=args.typical_p, stages=args.stages)
+                             typical_p=args.typical_p, stages=args.stages, confidence=args.confidence)
     # one key per sample, whatever the batching: the same --seed gives the same samples at any --batch-size
     keys = jax.random.split(jax.random.key(args.seed), num)
     batch = min(args.batch_size, num)

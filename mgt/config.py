@@ -129,6 +129,9 @@ def base_config() -> config_dict.ConfigDict:
     c.sample.top_k = 0  # 0: off
     c.sample.top_p = 1.0  # 1.0: off
     c.sample.typical_p = 1.0  # locally typical sampling; 1.0: off
+    # what ranks the sampled codes for committing (mgt.decoding.CONFIDENCES): "logprob" (MaskGIT's
+    # log-probability) or "logit" (the raw, guided logit)
+    c.sample.confidence = "logprob"
     # multi-level tokens: "" one pool over (position, level) (VampNet), "16,1,1,1" steps per level
     # (SoundStorm), or "0:16;1,2,3:2"
     c.sample.stages = ""

@@ -16,7 +16,7 @@ import numpy as np
 from flax import nnx, struct
 
 from mgt.condition import Condition
-from mgt.decoding import decode
+from mgt.decoding import CONFIDENCES, decode
 
 
 @struct.dataclass
@@ -245,12 +245,14 @@ def parse_stages(text, num_levels: int, *, argument: str = "config.sample.stages
 
 def decode_options(sample_config, num_levels: int = 1, **overrides) -> dict:
     """Keyword arguments of `decode` / `GenerationPipeline.generate` from a config's `sample` section
-    (num_steps, temperatures, guidance, top-k / top-p / typical filtering, the level plan `stages`);
+    (num_steps, temperatures, guidance, top-k / top-p / typical filtering, the commit ranking
+    `confidence`, the level plan `stages`);
     `overrides` that are not None replace the config's values (e.g. from command-line options)."""
     s = sample_config
     values = dict(num_steps=s.num_steps, choice_temperature=s.choice_temperature, temperature=s.temperature,
                   guidance_scale=s.guidance, top_k=s.get("top_k", 0), top_p=s.get("top_p", 1.0),
-                  typical_p=s.get("typical_p", 1.0), stages=s.get("stages", ""))
+                  typical_p=s.get("typical_p", 1.0), stages=s.get("stages", ""),
+                  confidence=s.get("confidence", "logprob"))
     values.update({k: v for k, v in overrides.items() if v is not None})
     out = dict(num_steps=int(values["num_steps"]), choice_temperature=float(values["choice_temperature"]),
                temperature=float(values["temperature"]), guidance_scale=float(values["guidance_scale"]))
@@ -258,6 +260,10 @@ def decode_options(sample_config, num_levels: int = 1, **overrides) -> dict:
     out["top_k"] = int(values["top_k"]) or None
     out["top_p"] = None if float(values["top_p"]) >= 1.0 else float(values["top_p"])
     out["typical_p"] = None if float(values["typical_p"]) >= 1.0 else float(values["typical_p"])
+    out["confidence"] = str(values["confidence"])
+    if out["confidence"] not in CONFIDENCES:
+        argument = "--confidence" if overrides.get("confidence") is not None else "config.sample.confidence"
+        raise ValueError(f"{argument}={out['confidence']!r}; expected one of {CONFIDENCES}")
     argument = "--stages" if "stages" in overrides and overrides["stages"] is not None else "config.sample.stages"
     out["stages"] = parse_stages(values["stages"], num_levels, argument=argument)
     return out

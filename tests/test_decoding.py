@@ -182,6 +182,13 @@ def test_decode_options_from_a_sample_config():
     opts = decode_options(s, 4, stages="16,1,1,2", typical_p=0.9, num_steps=3)
     assert opts["stages"] == [((0,), 16), ((1,), 1), ((2,), 1), ((3,), 2)]
     assert opts["typical_p"] == 0.9 and opts["num_steps"] == 3
+    assert opts["confidence"] == "logprob" and decode_options(s, 4, confidence="logit")["confidence"] == "logit"
+    with pytest.raises(ValueError, match=r"--confidence='margin'; expected one of \('logprob', 'logit'\)"):
+        decode_options(s, 4, confidence="margin")
+    bad_config = base_config().sample
+    bad_config.confidence = "probability"
+    with pytest.raises(ValueError, match="config.sample.confidence='probability'"):
+        decode_options(bad_config, 4)
     assert parse_stages("0:12;1,2,3:2", 4) == [((0,), 12), ((1, 2, 3), 2)]
     for bad in ("16,1,1", "0:4;0:2", "x", "0:0;1:1"):
         with pytest.raises(ValueError, match="--stages"):

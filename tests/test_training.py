@@ -67,7 +67,7 @@ def test_sample_npz_and_png(workdir, tmp_path, capsys):
     assert data["labels"].tolist() == [3, 7, 3, 7, 3]
     png = str(tmp_path / "s.png")
     assert cli.main(["sample", "--workdir", workdir, "--steps", "4", "--typical-p", "0.9", "--top-k", "8",
-                     "--out", png]) == 0
+                     "--confidence", "logit", "--out", png]) == 0
     from PIL import Image
 
     assert Image.open(png).size[0] > 64

@@ -138,7 +138,9 @@ class VideoTask(BaseTask):
         if self.model_condition == "labels":
             parser.add_argument("--labels", default=None,
                                 help="comma-separated class ids, cycled over the clips (default: the .npz's labels)")
-        parser.add_argument("--guidance", type=float, default=0.0, help="classifier-free guidance scale")
+        parser.add_argument("--guidance", type=float, default=None,
+                            help="classifier-free guidance scale (default: config.sample.guidance where the model "
+                                 "was trained with a null condition, else 0)")
 
     def edit(self, args, pipeline, rng, *, num_steps: int):
         """`--task` on every clip of `--input` → (float32 `[N, T, S, S, C]`, condition). The model sees
@@ -172,14 +174,18 @@ class VideoTask(BaseTask):
         return self.run_conditional(pipeline, name, clips, labels, rng, num_steps=num_steps,
                                     cond_frames=args.cond_frames, box=box, guidance_scale=args.guidance)
 
-    def run_conditional(self, pipeline, name: str, clips, labels, rng, *, num_steps: int, cond_frames=None, box=None,
-                        guidance_scale: float = 0.0):
+    def run_conditional(self, pipeline, name: str, clips, labels, rng, *, num_steps: int | None = None,
+                        cond_frames=None, box=None, guidance_scale: float | None = None):
         """Conditional task `name` on clips float32 `[N, T, S, S, C]` (labels int32 `[N]` or None) →
         (generated clips float32 `[N, T, S, S, C]`, their `Condition`).
 
         The condition clips are tokenized; inside the task's token region the model sees those tokens
-        (re-applied at every decoding step, `decode(condition_tokens=)`), elsewhere `[MASK]`."""
+        (re-applied at every decoding step, `decode(condition_tokens=)`), elsewhere `[MASK]`. Decoding
+        takes the config's `sample` options (temperatures, filters; `num_steps` / `guidance_scale`
+        override theirs when given), as `mgt sample` does; guidance is 0 for a model without a null
+        condition."""
         from mgt import commit
+        from mgt.sampling import decode_options
 
         model = pipeline.transformer
         ct = self.conditional_task(name, cond_frames=cond_frames, box=box, argument="--task")
@@ -191,8 +197,12 @@ class VideoTask(BaseTask):
         cond_tokens = apply_in_chunks(pipeline.tokenizer, "encode", ct.condition_inputs(clips),
                                       chunk=min(16, n))
         condition_tokens = commit.region_condition_tokens(cond_tokens, region, model.spec.mask_id)
-        out = pipeline.generate(rng, condition=condition, tokens=model.spec.masked(n), num_steps=num_steps,
-                                condition_tokens=condition_tokens, guidance_scale=guidance_scale)
+        options = decode_options(self.config.sample, model.spec.num_levels, num_steps=num_steps,
+                                 guidance_scale=guidance_scale)
+        if not model.config.null_condition:
+            options["guidance_scale"] = 0.0
+        out = pipeline.generate(rng, condition=condition, tokens=model.spec.masked(n),
+                                condition_tokens=condition_tokens, **options)
         return np.asarray(out), condition
 
     def sample_metrics(self, outputs, condition: Condition) -> dict[str, float]:
