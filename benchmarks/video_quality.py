@@ -110,15 +110,15 @@ def main(argv=None):
     if "frame_prediction" in tasks:
         c = int(config.data.get("condition_frames", 2))
         cond_labels = labels if model.config.condition_input == "labels" else None
-        # the same decoding options as generation (the config's, with --steps / --guidance)
+        # the config's decoding options (with --steps), as `mgt edit` runs them: no guidance
         predicted, _ = task.run_conditional(pipe, "frame_prediction", clips, cond_labels,
-                                            jax.random.key(args.seed + 1), num_steps=steps, guidance_scale=guidance)
+                                            jax.random.key(args.seed + 1), num_steps=steps)
         truth = clips[:, c:]
         copy_last = np.repeat(clips[:, c - 1:c], clips.shape[1] - c, axis=1)
         model_psnr = [float(metrics.psnr(truth[:, k], predicted[:, c + k])) for k in range(truth.shape[1])]
         copy_psnr = [float(metrics.psnr(truth[:, k], copy_last[:, k])) for k in range(truth.shape[1])]
         record["frame_prediction"] = {
-            "given_frames": c, "psnr_per_predicted_frame": model_psnr, "copy_last_frame_psnr": copy_psnr,
+            "given_frames": c, "guidance": 0.0, "psnr_per_predicted_frame": model_psnr, "copy_last_frame_psnr": copy_psnr,
             "beats_copy_last_on_every_frame": bool(all(m > b for m, b in zip(model_psnr, copy_psnr))),
             "given_frames_psnr": float(metrics.psnr(clips[:, :c], predicted[:, :c]))}
 
