@@ -183,7 +183,7 @@ class VideoTask(BaseTask):
         (re-applied at every decoding step, `decode(condition_tokens=)`), elsewhere `[MASK]`. Decoding
         takes the config's `sample` options (temperatures, filters, confidence; `num_steps` overrides
         theirs when given) with guidance `guidance_scale` (0 by default, not the config's: on the video
-        main job guidance 5 costs frame prediction 0.4–0.9 dB per frame; 0 for a model without a null
+        main job guidance 5 costs frame prediction 0.4–1.0 dB per frame; 0 for a model without a null
         condition)."""
         from mgt import commit
         from mgt.sampling import decode_options
