@@ -104,7 +104,7 @@ def get_config(arg: str | None = None):
     # generated frames read as their class 0.48 / 0.46 (two seeds), not 0.40 / 0.40
     c.sample.choice_temperature = 0.0
     # cells committed by their raw (guided) logit rather than its log-probability: generated frames read
-    # as their class 0.737 against 0.719 (session 16: 1,600 clips, sampling seeds 2 and 3, same model)
+    # as their class 0.737 against 0.719 (session 16: 800 clips, seeds 2 and 3, same model)
     c.sample.confidence = "logit"
     # generated frames read as their class 0.52 / 0.67 / 0.73 / 0.67 at guidance 1.5 / 3 / 5 / 8 (seed 0; 0.66 / 0.72
     # at 3 / 5 with seed 1); on session 14's coarser codes 3 was best
