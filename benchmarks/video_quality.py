@@ -104,7 +104,7 @@ def main(argv=None):
         record["generation_seconds"] = time.time() - start
         record["generated_clips"] = int(len(gen_labels))
         if is_digits:
-            record["generated"] = metrics.class_consistency(np.clip(videos, 0, 1), gen_labels)
+            record["generated"] = metrics.class_consistency(np.clip(videos, 0, 1), gen_labels, per_class=True)
 
     # ---- frame prediction ---------------------------------------------------------------------------
     if "frame_prediction" in tasks:
@@ -118,7 +118,8 @@ def main(argv=None):
         model_psnr = [float(metrics.psnr(truth[:, k], predicted[:, c + k])) for k in range(truth.shape[1])]
         copy_psnr = [float(metrics.psnr(truth[:, k], copy_last[:, k])) for k in range(truth.shape[1])]
         record["frame_prediction"] = {
-            "given_frames": c, "guidance": 0.0, "psnr_per_predicted_frame": model_psnr, "copy_last_frame_psnr": copy_psnr,
+            "given_frames": c, "guidance": 0.0, "psnr_per_predicted_frame": model_psnr,
+            "copy_last_frame_psnr": copy_psnr,
             "beats_copy_last_on_every_frame": bool(all(m > b for m, b in zip(model_psnr, copy_psnr))),
             "given_frames_psnr": float(metrics.psnr(clips[:, :c], predicted[:, :c]))}
 
@@ -134,13 +135,22 @@ def _print(r: dict) -> None:
           f"clips/s ({r['device']})")
     if "generated" in r:
         real, gen = r["real_clips"], r["generated"]
-        print(f"{'':28}{'frames labelled with class':>28}{'label flips per clip':>22}")
-        print(f"{'real held-out clips':28}{real['frame_class_accuracy']:>28.3f}{real['label_flips_per_clip']:>22.2f}")
-        rec = r["reconstructed_clips"]
-        print(f"{'their reconstructions':28}{rec['frame_class_accuracy']:>28.3f}{rec['label_flips_per_clip']:>22.2f}")
-        print(f"{'generated (guidance %.1f)' % r['guidance']:28}{gen['frame_class_accuracy']:>28.3f}"
-              f"{gen['label_flips_per_clip']:>22.2f}")
+        print(f"{'':28}{'frames labelled with class':>28}{'label flips per clip':>22}{'clips by majority':>19}")
+        rows = (("real held-out clips", real), ("their reconstructions", r["reconstructed_clips"]),
+                ("generated (guidance %.1f)" % r["guidance"], gen))
+        for name, m in rows:
+            print(f"{name:28}{m['frame_class_accuracy']:>28.3f}{m['label_flips_per_clip']:>22.2f}"
+                  f"{m['clip_majority_accuracy']:>19.3f}")
         print("(target: >= 0.90 of generated frames labelled with their class)")
+        print("generated frames labelled with their class, by class: " + " ".join(
+            f"{c}:{'-' if a is None else f'{a:.2f}'}" for c, a in enumerate(gen["per_class_frame_accuracy"])))
+        import numpy as np
+
+        worst = np.asarray(gen["confusion"], float)
+        np.fill_diagonal(worst, 0)
+        i, j = np.unravel_index(worst.argmax(), worst.shape)
+        if worst[i, j] > 0:
+            print(f"most frequent misreading: {int(worst[i, j])} frames of class {i} read as {j}")
     if "frame_prediction" in r:
         fp = r["frame_prediction"]
         print(f"frame prediction ({fp['given_frames']} frames given): PSNR per predicted frame (dB)")

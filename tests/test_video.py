@@ -73,6 +73,24 @@ def test_class_consistency_reads_uint8_and_overshooting_float_clips_alike():
     assert reads[0] == reads[1] and reads[0]["frame_class_accuracy"] >= 0.75
 
 
+def test_class_consistency_breakdown_majority_per_class_and_confusion(monkeypatch):
+    """Clip-majority accuracy (a tie is not a majority), per-class frame accuracy and the confusion
+    matrix, on fixed frame readings; labels outside the ten digits are an error naming `labels`."""
+    from mgt.modalities.video import metrics
+
+    read = np.array([[3, 3, 3, 5], [5, 5, 3, 3], [1, 1, 1, 1]])  # 3/4 right, a 2–2 tie, all right
+    monkeypatch.setattr(metrics, "frame_digit_labels", lambda videos: read)
+    r = metrics.class_consistency(np.zeros((3, 4, 8, 8, 1), np.uint8), [3, 3, 1], per_class=True)
+    assert r["frame_class_accuracy"] == pytest.approx(9 / 12)
+    assert r["clip_majority_accuracy"] == pytest.approx(2 / 3)
+    assert r["label_flips_per_clip"] == pytest.approx(2 / 3)
+    assert r["per_class_frame_accuracy"][3] == pytest.approx(5 / 8) and r["per_class_frame_accuracy"][1] == 1.0
+    assert r["per_class_frame_accuracy"][0] is None
+    assert r["confusion"][3][5] == 3 and r["confusion"][3][3] == 5 and sum(map(sum, r["confusion"])) == 12
+    with pytest.raises(ValueError, match="labels must be digit classes"):
+        metrics.class_consistency(np.zeros((3, 4, 8, 8, 1), np.uint8), [3, 12, 1])
+
+
 def test_video_folder_and_array_sources(tmp_path):
     from mgt.modalities.video.io import write_video
 
@@ -331,6 +349,8 @@ def test_video_edits_run_every_commit_task_reject_bad_inputs_and_benchmark(video
     assert 0 <= record["tokenizer_ssim"] <= 1 and 0 < record["codebook_usage"] <= 1
     assert record["real_clips"]["frame_class_accuracy"] >= 0.75  # the classifier reads real moving digits
     assert 0 <= record["generated"]["frame_class_accuracy"] <= 1 and record["generated_clips"] == 10
+    assert len(record["generated"]["per_class_frame_accuracy"]) == 10  # one clip per class: none missing
+    assert None not in record["generated"]["per_class_frame_accuracy"]
     fp = record["frame_prediction"]
     assert len(fp["psnr_per_predicted_frame"]) == len(fp["copy_last_frame_psnr"]) == 3
 

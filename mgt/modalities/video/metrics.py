@@ -57,13 +57,35 @@ def frame_digit_labels(videos, *, search: int = 2) -> np.ndarray:
     return labels.reshape(n, t)
 
 
-def class_consistency(videos, labels) -> dict[str, float]:
-    """Share of frames labelled with their clip's class, and label flips per clip (changes between
-    consecutive frames' labels, averaged over clips)."""
+def class_consistency(videos, labels, *, per_class: bool = False) -> dict:
+    """How the real-digit classifier reads clips `[N, T, H, W, C]` of classes `labels` int `[N]`.
+
+    Returns floats: `frame_class_accuracy` (share of frames labelled with their clip's class),
+    `label_flips_per_clip` (changes between consecutive frames' labels, averaged over clips) and
+    `clip_majority_accuracy` (share of clips whose class is read on more frames than any other digit).
+    With `per_class`, also `per_class_frame_accuracy` (a list: frame accuracy of each class 0..C-1, None
+    for a class with no clip) and `confusion` (int lists `[C][C]`: frames of class i read as j), C = 10.
+    """
     read = frame_digit_labels(videos)
-    labels = np.asarray(labels).reshape(-1, 1)
-    return {"frame_class_accuracy": float(np.mean(read == labels)),
-            "label_flips_per_clip": float(np.mean(np.sum(read[:, 1:] != read[:, :-1], axis=1)))}
+    labels = np.asarray(labels).reshape(-1)
+    if labels.shape[0] != read.shape[0]:
+        raise ValueError(f"labels has {labels.shape[0]} entries for {read.shape[0]} clips; expected one per clip")
+    if labels.size and (labels.min() < 0 or labels.max() > 9):
+        raise ValueError(f"labels must be digit classes in [0, 10), got values in [{labels.min()}, {labels.max()}]")
+    right = read == labels[:, None]
+    counts = np.stack([np.bincount(r, minlength=10) for r in read]) if len(read) else np.zeros((0, 10), int)
+    own = counts[np.arange(len(labels)), labels]
+    others = np.where(np.arange(counts.shape[1])[None] == labels[:, None], -1, counts).max(-1, initial=-1)
+    out = {"frame_class_accuracy": float(np.mean(right)),
+           "label_flips_per_clip": float(np.mean(np.sum(read[:, 1:] != read[:, :-1], axis=1))),
+           "clip_majority_accuracy": float(np.mean(own > others))}
+    if per_class:
+        confusion = np.zeros((10, 10), np.int64)
+        np.add.at(confusion, (np.repeat(labels, read.shape[1]), read.reshape(-1)), 1)
+        out["per_class_frame_accuracy"] = [float(right[labels == c].mean()) if np.any(labels == c) else None
+                                           for c in range(10)]
+        out["confusion"] = confusion.tolist()
+    return out
 
 
 def psnr(x, y, axis=None) -> np.ndarray:
