@@ -3,7 +3,7 @@
     mgt train  --config FILE[:variant] --workdir DIR [--stage tokenizer|transformer|all] [--config.x=y ...]
     mgt sample --workdir DIR [--num N] [--steps 8] [--guidance 0] [--temperature 1] [--seed 0] --out FILE
                [the modality's options, e.g. --labels 0,1,2]
-    mgt edit   --workdir DIR [--steps 12] [--seed 0] --out FILE [the modality's options]
+    mgt edit   --workdir DIR [--steps N] [--seed 0] --out FILE [the modality's options]
     mgt reconstruct --workdir DIR --input FILE --out FILE
     mgt eval   --workdir DIR [--metrics fid,is,precision_recall] [--num 10000] [--reference PATH] --json FILE
     mgt convert maskgit --tokenizer FILE --transformer FILE --workdir DIR
@@ -273,7 +273,9 @@ def _sample(argv) -> int:
 def _edit(argv) -> int:
     config, task = _workdir_task("mgt edit", argv)
     p = _parser("edit", task, COMMANDS["edit"])
-    p.add_argument("--steps", type=_number("--steps"), default=12, help="decoding steps")
+    p.add_argument("--steps", type=_number("--steps"), default=None,
+                   help="decoding steps (default: the modality's — 12 for images, as the official editing mode; "
+                        "the config's sample.num_steps for video and audio)")
     if task is not None:
         task.add_edit_arguments(p)
     args = p.parse_args(argv)

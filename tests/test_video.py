@@ -286,7 +286,8 @@ def test_video_workdir_trains_samples_and_reads_back(video_workdir, tmp_path, ca
     assert "--out" in err and ".gif" in err and "Traceback" not in err
 
 
-def test_video_edits_run_every_commit_task_reject_bad_inputs_and_benchmark(video_workdir, tmp_path, capsys):
+def test_video_edits_run_every_commit_task_reject_bad_inputs_and_benchmark(video_workdir, tmp_path, capsys,
+                                                                          monkeypatch):
     """`mgt edit` on the :tiny multi-task workdir: each COMMIT task end to end on an .npz of clips (the
     output keeps N, T, H, W); every bad input is a one-line error naming the argument; then the video
     quality benchmark on the same workdir."""
@@ -307,6 +308,15 @@ def test_video_edits_run_every_commit_task_reject_bad_inputs_and_benchmark(video
             assert f["videos"].shape == (2, 4, 32, 32, 1) and f["videos"].dtype == np.uint8
             assert f["labels"].tolist() == ([1, 1] if "--labels" in args else [3, 7])
     assert main(edit + ["--task", "outpaint", "--out", str(tmp_path / "out.gif")]) == 0
+    # without --steps a video edit decodes in the config's sample.num_steps (4 in :tiny), not the image default 12
+    from mgt.pipeline import GenerationPipeline
+
+    steps, generate = [], GenerationPipeline.generate
+    monkeypatch.setattr(GenerationPipeline, "generate",
+                        lambda self, *a, **kw: steps.append(kw.get("num_steps")) or generate(self, *a, **kw))
+    assert main(edit[:-2] + ["--task", "frame_prediction", "--out", str(tmp_path / "default.npz")]) == 0
+    assert steps == [4]
+    monkeypatch.undo()
     capsys.readouterr()
     np.savez(tmp_path / "long.npz", videos=np.zeros((1, 6, 32, 32, 1), np.uint8))
     np.savez(tmp_path / "small.npz", videos=np.zeros((1, 4, 16, 16, 1), np.uint8))

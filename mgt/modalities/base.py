@@ -110,9 +110,9 @@ class Task(Protocol):
     def add_edit_arguments(self, parser: argparse.ArgumentParser) -> None:
         """Add the modality's options of `mgt edit` (the image task: `--image --box --label --mode`)."""
 
-    def edit(self, args: argparse.Namespace, pipeline, rng, *, num_steps: int) -> tuple[Any, Condition]:
+    def edit(self, args: argparse.Namespace, pipeline, rng, *, num_steps: int | None) -> tuple[Any, Condition]:
         """Run the edit the arguments ask for with `pipeline` (a `GenerationPipeline`) → (outputs
-        `[N, *input_shape]`, their condition)."""
+        `[N, *input_shape]`, their condition). `num_steps`: `--steps`, None for the modality's default."""
 
     # ---- metrics ----------------------------------------------------------------------------------
     def reconstruction_metrics(self, inputs, reconstructions) -> dict[str, float]:
@@ -258,7 +258,7 @@ class BaseTask:
 
         return BufferedSampleWriter(self.write_samples, path)
 
-    def edit(self, args, pipeline, rng, *, num_steps: int):
+    def edit(self, args, pipeline, rng, *, num_steps: int | None):
         raise ValueError(f"the {self.name!r} task offers no edits")
 
     # ---- files ----------------------------------------------------------------------------------------

@@ -191,7 +191,7 @@ class AudioTask(BaseTask):
                                 help="comma-separated class ids, cycled over the inputs (default: the .npz's labels)")
         parser.add_argument("--guidance", type=float, default=None, help="classifier-free guidance scale")
 
-    def edit(self, args, pipeline, rng, *, num_steps: int):
+    def edit(self, args, pipeline, rng, *, num_steps: int | None):
         """`--task` on every input → (float32 `[N, S']` of the inputs' length, their condition)."""
         from mgt.sampling import decode_options
 

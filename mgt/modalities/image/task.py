@@ -19,6 +19,8 @@ from mgt.modalities.image.preprocess import make_image_pipeline, resize_and_crop
 from mgt.modalities.image.sources import make_source
 from mgt.modalities.image.writer import save_image_grid
 
+EDIT_STEPS = 12  # `mgt edit`'s default decoding steps for images: the official editing mode (12, from step 2)
+
 EDIT_MODES = ("inpaint", "outpaint", "class")
 
 
@@ -167,8 +169,9 @@ class ImageTask(BaseTask):
                             help="inpaint: regenerate the box; outpaint: keep the box, regenerate the rest; "
                                  "class: the official class-conditional edit (box grown by one token, from step 2)")
 
-    def edit(self, args, pipeline, rng, *, num_steps: int):
-        """`--mode` on `--image` within `--box` → (float32 `[1, S, S, 3]`, condition)."""
+    def edit(self, args, pipeline, rng, *, num_steps: int | None):
+        """`--mode` on `--image` within `--box` → (float32 `[1, S, S, 3]`, condition); `num_steps` None: 12,
+        the official editing mode's."""
         from mgt.modalities.image import editing
         from mgt.sampling import model_logits_fn
 
@@ -187,6 +190,7 @@ class ImageTask(BaseTask):
                 raise ValueError(f"--label {args.label}: expected a class id in [0, {self.num_classes})")
             condition = Condition(labels=np.asarray([args.label], np.int32))
         image = self.read_input(args.image)[None]
+        num_steps = EDIT_STEPS if num_steps is None else num_steps
         tokenizer, transformer = pipeline.tokenizer, pipeline.transformer
         fn = model_logits_fn(transformer, condition=condition)
         mask_id = transformer.spec.mask_id

@@ -142,7 +142,7 @@ class VideoTask(BaseTask):
                             help="classifier-free guidance scale (default 0: the given frames or region carry the "
                                  "clip; guidance costs frame prediction about 1 dB on the main job)")
 
-    def edit(self, args, pipeline, rng, *, num_steps: int):
+    def edit(self, args, pipeline, rng, *, num_steps: int | None):
         """`--task` on every clip of `--input` → (float32 `[N, T, S, S, C]`, condition). The model sees
         the task's condition tokens in the task's region (re-applied at every decoding step) and
         generates every token; the given part comes back as the model's reconstruction of it."""
