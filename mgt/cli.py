@@ -274,8 +274,8 @@ def _edit(argv) -> int:
     config, task = _workdir_task("mgt edit", argv)
     p = _parser("edit", task, COMMANDS["edit"])
     p.add_argument("--steps", type=_number("--steps"), default=None,
-                   help="decoding steps (default: the modality's — 12 for images, as the official editing mode; "
-                        "the config's sample.num_steps for video and audio)")
+                   help="decoding steps (default: the modality's — the config's sample.num_steps, or the "
+                        "official editing mode's 12 where the modality follows it)")
     if task is not None:
         task.add_edit_arguments(p)
     args = p.parse_args(argv)
