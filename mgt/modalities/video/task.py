@@ -208,7 +208,8 @@ class VideoTask(BaseTask):
 
     def sample_metrics(self, outputs, condition: Condition) -> dict[str, float]:
         """For class-conditional moving digits: the share of frames a real-digit classifier labels with
-        their clip's class, and label flips per clip (`mgt.modalities.video.metrics`)."""
+        their clip's class, label flips per clip and the share of clips whose class most frames read
+        (`mgt.modalities.video.metrics.class_consistency`)."""
         if self.config.data.source != "moving_digits" or condition is None or condition.labels is None:
             return {}
         from mgt.modalities.video.metrics import class_consistency
