@@ -14,6 +14,7 @@ import optax
 from flax import nnx
 
 from mgt import sharding
+from mgt.compile_options import compiler_options
 from mgt.profiling import scope, scoped
 
 
@@ -68,7 +69,7 @@ class Stage:
         """The model's graph definition (from an abstract model: nothing allocated) and the compiled step."""
         self.graphdef = nnx.graphdef(self.abstract_model())
         # the old state is donated: peak memory holds one copy of weights, optimiser state and EMA
-        self.train_step = jax.jit(self._train_step, donate_argnums=0)
+        self.train_step = jax.jit(self._train_step, donate_argnums=0, compiler_options=compiler_options())
 
     def make_model(self) -> nnx.Module:
         raise NotImplementedError
