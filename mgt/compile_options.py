@@ -1,10 +1,11 @@
-"""XLA compiler options for mgt's compiled steps (training steps, generation).
+"""XLA compiler options for mgt's training steps (`Stage.train_step`: every tokenizer and Transformer stage).
 
 On a CPU, jaxlib 0.10's XLA hands YNNPACK not only the matrix multiplications but also elementwise and
 reduction fusions (and lays out some of the backward pass for them); at the sizes of mgt's CPU main
 jobs those fusions are slow — the video main job's Transformer step spends a fifth of its time in four
 transposing elementwise fusions of the MLP's backward pass. With dots alone handed to YNNPACK the step
-runs 5.2 instead of 3.5 steps/s on the 2-core development CPU, with the same losses (README, "Speed").
+runs 5.2 instead of 3.5 steps/s on the 2-core development CPU; losses agree to rounding (README,
+"Benchmarks"). Generation is not helped (measured), so it compiles with XLA's defaults.
 
 `compiler_options()` is what `jax.jit(..., compiler_options=...)` gets: empty on GPU / TPU, when this
 jaxlib does not know the option, or when the user chose YNNPACK's fusions in `XLA_FLAGS` themselves.
