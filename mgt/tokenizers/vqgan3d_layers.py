@@ -29,6 +29,7 @@ from typing import Any, Sequence
 import jax.numpy as jnp
 from flax import nnx
 
+from mgt.tokenizers import conv_matmul
 from mgt.tokenizers.vqgan_layers import make_norm, swish
 
 
@@ -36,8 +37,10 @@ def _conv3d(cin, cout, k, *, use_bias, causal, dtype, rngs):
     """A k×k×k convolution (k odd): 'SAME' in space; in time 'SAME', or front-only when `causal`."""
     half = k // 2
     time_pad = (k - 1, 0) if causal else (half, half)
+    # on a CPU as matmuls over gathered taps (`conv_matmul`): XLA's CPU convolutions are slow at these sizes
     return nnx.Conv(cin, cout, kernel_size=(k, k, k), padding=(time_pad, (half, half), (half, half)),
-                    use_bias=use_bias, dtype=dtype, param_dtype=jnp.float32, rngs=rngs)
+                    use_bias=use_bias, dtype=dtype, param_dtype=jnp.float32, rngs=rngs,
+                    conv_general_dilated=conv_matmul.conv_general_dilated)
 
 
 class FrameGroupNorm(nnx.GroupNorm):
