@@ -91,4 +91,4 @@ def _backward(padding, residuals, dy):
     return dx, dkernel.reshape(kernel.shape)
 
 
-_conv.defvjp(lambda x, kernel, padding: _forward(x, kernel, padding), _backward)
+_conv.defvjp(_forward, _backward)
