@@ -39,7 +39,8 @@ def test_falls_back_to_xla_for_strides_and_large_inputs(monkeypatch):
                     conv_general_dilated=conv_general_dilated)
     x = jnp.ones((1, 8, 8, 3))
     assert "conv_general_dilated" in str(jax.make_jaxpr(conv)(x))
-    conv = nnx.Conv(3, 4, kernel_size=(3, 3), padding="SAME", rngs=nnx.Rngs(0), conv_general_dilated=conv_general_dilated)
+    conv = nnx.Conv(3, 4, kernel_size=(3, 3), padding="SAME", rngs=nnx.Rngs(0),
+                    conv_general_dilated=conv_general_dilated)
     assert "conv_general_dilated" not in str(jax.make_jaxpr(conv)(x))
     monkeypatch.setattr(conv_matmul, "MAX_GATHER_BYTES", 1000)  # 1 × 8 × 8 × 9 taps × 3 × 4 bytes > 1000
     assert "conv_general_dilated" in str(jax.make_jaxpr(lambda x: conv(x))(x))  # a new function: traced again

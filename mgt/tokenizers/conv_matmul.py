@@ -12,8 +12,8 @@ convolution); the kernel gradient multiplies the forward's gathered taps by the 
 `conv_general_dilated` takes `jax.lax.conv_general_dilated`'s arguments (it is passed to
 `nnx.Conv(conv_general_dilated=...)`, so parameters and checkpoints are unchanged) and falls back to
 it off the CPU (cuDNN / TPU convolutions are the fast path there), for strides, dilations or groups,
-for layouts other than channels-last, for padding wider than the kernel, and when the gathered taps
-would exceed `MAX_GATHER_BYTES`.
+for an explicit `precision`, for layouts other than channels-last, for padding wider than the kernel,
+and when the gathered taps would exceed `MAX_GATHER_BYTES`.
 """
 
 from __future__ import annotations
@@ -45,7 +45,7 @@ def conv_general_dilated(lhs, rhs, window_strides, padding, lhs_dilation=None, r
     ones = (1,) * nd
     usable = (jax.default_backend() == "cpu" and feature_group_count == 1 and tuple(window_strides) == ones
               and tuple(lhs_dilation or ones) == ones and tuple(rhs_dilation or ones) == ones
-              and dimension_numbers == channels_last and not isinstance(padding, str)
+              and dimension_numbers == channels_last and not isinstance(padding, str) and precision is None
               and kwargs.get("out_sharding") is None and kwargs.get("preferred_element_type") is None)
     if usable:
         padding = tuple((int(lo), int(hi)) for lo, hi in padding)
