@@ -295,6 +295,27 @@ def test_nan_loss_stops_and_keeps_the_last_good_checkpoint(workdir, tmp_path):
     assert sorted(int(s) for s in os.listdir(os.path.join(copy, "transformer", "checkpoints")) if s.isdigit())[-1] == 6
 
 
+def test_final_step_grid_and_final_grid_come_from_one_generation(workdir, tmp_path, monkeypatch):
+    """When `sample_every` divides the steps, the last step's grid and `final.png` are one generation."""
+    from mgt.training import train, transformer_stage
+
+    copy = str(tmp_path / "grids")
+    shutil.copytree(workdir, copy)
+    calls = []
+    generate = transformer_stage.GenerationPipeline.generate
+    monkeypatch.setattr(transformer_stage.GenerationPipeline, "generate",
+                        lambda self, *a, **k: calls.append(1) or generate(self, *a, **k))
+    c = _load_config()
+    c.transformer_train.steps, c.sample_every = 10, 2
+    train(c, copy, stage="transformer", quiet=True)
+    samples = os.path.join(copy, "samples")
+    assert len(calls) == 2  # steps 8 and 10; not a third time for final.png
+    with open(os.path.join(samples, "transformer_step_000010.png"), "rb") as a, \
+            open(os.path.join(samples, "final.png"), "rb") as b:
+        assert a.read() == b.read()
+    assert os.path.exists(os.path.join(samples, "transformer_step_000008.png"))
+
+
 def test_checkpoint_of_other_shapes_is_refused_with_paths(workdir, tmp_path):
     from mgt.training import CheckpointMismatchError, train
 

@@ -71,11 +71,13 @@ def run_stage(stage, *, workdir: str, config, meta: dict, quiet: bool = False):
             if done % checkpoint_every == 0 or done == total:
                 ckpt.save(done, state, data_iterator=iterator, meta=meta)
             sample_metrics = {}
-            if sample_every and (done % sample_every == 0):
-                sample_metrics.update(stage.write_samples(state, done, writer) or {})
-            final_path = getattr(stage, "final_samples_path", None)
-            if done == total and final_path:
-                sample_metrics.update(stage.write_samples(state, done, writer, path=final_path) or {})
+            due = bool(sample_every) and done % sample_every == 0
+            final_path = getattr(stage, "final_samples_path", None) if done == total else None
+            if final_path:  # one generation for the final grid and, when due, the step's grid beside it
+                sample_metrics = stage.write_samples(state, done, writer,
+                                                     path=[None, final_path] if due else final_path) or {}
+            elif due:
+                sample_metrics = stage.write_samples(state, done, writer) or {}
             if done % int(config.log_every) == 0 or done == total or sample_metrics:
                 writer.write(done, {**metrics, **sample_metrics})
     finally:

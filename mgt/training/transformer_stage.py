@@ -291,7 +291,10 @@ class TransformerStage(Stage):
         return Condition(), per
 
     def write_samples(self, state, step, writer=None, *, path=None) -> dict:
-        """Samples from the EMA weights (see `sample_condition`) → the task's sample metrics."""
+        """Samples from the EMA weights (see `sample_condition`) → the task's sample metrics.
+
+        `path`: where the grid goes — None for `samples/transformer_step_<step>`, or a list of paths
+        (None among them standing for that one), all written from one generation."""
         if self.objective == "ar":
             return {}  # the AR baseline is sampled with mgt.ar.ar_sample (see benchmarks)
         if self.model_config.tasks and GENERATION_TASK not in self.model_config.tasks:
@@ -303,10 +306,12 @@ class TransformerStage(Stage):
             options["guidance_scale"] = 0.0
         out = pipe.generate(jax.random.key(int(self.config.seed)), condition=cond, batch_size=n, **options)
         out = sharding.to_host(out)  # every process generates (SPMD); one writes the grid
-        path = path or os.path.join(self.workdir, "samples",
-                                    f"transformer_step_{step:06d}{self.task.output_extensions[0]}")
+        ext = self.task.output_extensions[0]
+        step_path = os.path.join(self.workdir, "samples", f"transformer_step_{step:06d}{ext}")
+        paths = [p or step_path for p in (path if isinstance(path, (list, tuple)) else [path])]
         if sharding.is_writer():
-            self.task.write_samples(path, out, cond)
-            if not self.quiet:
-                print(f"[transformer] samples written to {path}", flush=True)
+            for p in paths:
+                self.task.write_samples(p, out, cond)
+                if not self.quiet:
+                    print(f"[transformer] samples written to {p}", flush=True)
         return {f"samples/{k}": v for k, v in self.task.sample_metrics(out, cond).items()}
