@@ -8,6 +8,9 @@ Here each pass is one matmul: the forward multiplies the taps of every position,
 output gradient and the flipped, transposed kernel (a stride-1 convolution's transpose is a
 convolution); the kernel gradient multiplies the forward's gathered taps by the output gradient
 (3.2 ms for the three). A custom VJP keeps the backward pass from scattering gradients slice by slice.
+A batch whose gathered taps exceed `BLOCK_GATHER_BYTES` runs in blocks of examples (`lax.map`), so that
+each block's taps stay in the CPU's cache: the main job's tokenizer encodes 64 clips at a time 2.3× as
+fast (1,489 against 656 clips/s; blocks of 8 clips, 7 MB of taps each).
 
 `conv_general_dilated` takes `jax.lax.conv_general_dilated`'s arguments (it is passed to
 `nnx.Conv(conv_general_dilated=...)`, so parameters and checkpoints are unchanged) and falls back to
@@ -26,6 +29,9 @@ import jax
 import jax.numpy as jnp
 
 MAX_GATHER_BYTES = 64 * 2**20  # the gathered taps of one call; above this the XLA convolution runs
+# the gathered taps of one block of examples (a power-of-two count, at least one): larger blocks fall out of the
+# cache (encoding 64 clips: 1,489 clips/s in blocks of 8, 976 in blocks of 16, 656 in one)
+BLOCK_GATHER_BYTES = 8 * 2**20
 
 
 def conv_general_dilated(lhs, rhs, window_strides, padding, lhs_dilation=None, rhs_dilation=None,
@@ -58,7 +64,16 @@ def conv_general_dilated(lhs, rhs, window_strides, padding, lhs_dilation=None, r
         return jax.lax.conv_general_dilated(lhs, rhs, window_strides, padding, lhs_dilation=lhs_dilation,
                                             rhs_dilation=rhs_dilation, dimension_numbers=dimension_numbers,
                                             feature_group_count=feature_group_count, precision=precision, **kwargs)
-    return _conv(lhs, rhs.astype(lhs.dtype), padding)
+    kernel = rhs.astype(lhs.dtype)
+    batch = lhs.shape[0]
+    block = 2 ** max(0, int(math.log2(max(1, BLOCK_GATHER_BYTES * batch // gathered))))
+    if batch <= block:
+        return _conv(lhs, kernel, padding)
+    # examples in blocks (the last padded with zeros): each block's taps gathered and multiplied in turn
+    blocks = -(-batch // block)
+    xs = jnp.pad(lhs, [(0, blocks * block - batch)] + [(0, 0)] * (lhs.ndim - 1))
+    ys = jax.lax.map(lambda x: _conv(x, kernel, padding), xs.reshape((blocks, block) + lhs.shape[1:]))
+    return ys.reshape((blocks * block,) + ys.shape[2:])[:batch]
 
 
 def _taps(x, window, padding):
