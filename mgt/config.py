@@ -88,6 +88,7 @@ def base_config() -> config_dict.ConfigDict:
     # FSQ / LFQ tokenizers: the quantizer's digits (FSQ levels, LFQ bits) so that the model embeds and
     # predicts each code through its digits too (mgt.transformer); () treats codes as unrelated ids
     c.model.code_digits = ()
+    c.model.patch_dim = 0  # > 0: an auxiliary head regresses each cell's input patch (see transformer_train.patch_loss)
     c.model.rope = False  # axial RoPE over the grid in self-attention (mgt.transformer), beside the position embeddings
     c.model.qk_norm = False
     c.model.dropout_rate = 0.0
@@ -106,6 +107,9 @@ def base_config() -> config_dict.ConfigDict:
     c.transformer_train.grad_clip = 0.0
     c.transformer_train.grad_accum = 1
     c.transformer_train.label_smoothing = 0.1
+    # weight of the auxiliary input-patch regression (mean squared error of each cell's input block, on cells
+    # with a masked code; needs model.patch_dim = the block's size); 0: codes only
+    c.transformer_train.patch_loss = 0.0
     c.transformer_train.mask_schedule = "cosine"
     c.transformer_train.mask_structure = "random"  # see mgt.masking.STRUCTURES
     c.transformer_train.mask_block = 2  # block side (cells) of mask_structure="blocks"

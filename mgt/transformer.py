@@ -92,6 +92,9 @@ class TransformerConfig:
     tasks: tuple[str, ...] = ()
     # the codes as mixed-radix digits (FSQ's levels; prod == codebook_size), () for unrelated code ids
     code_digits: tuple[int, ...] = ()
+    # > 0: an auxiliary head regresses each cell's input patch (P values: the input block the cell's codes
+    # stand for) from its final hidden state, trained beside the code logits (`transformer_train.patch_loss`)
+    patch_dim: int = 0
     qk_norm: bool = False
     dropout_rate: float = 0.0
     attention_dropout_rate: float = 0.0
@@ -111,6 +114,8 @@ class TransformerConfig:
         if self.code_digits and (min(self.code_digits) < 2 or math.prod(self.code_digits) != self.codebook_size):
             raise ValueError(f"code_digits={self.code_digits}: expected digits >= 2 whose product is "
                              f"codebook_size={self.codebook_size} (e.g. the FSQ quantizer's levels)")
+        if self.patch_dim and self.block_style == "maskgit":
+            raise ValueError(f"patch_dim={self.patch_dim}: the input-patch head needs block_style='modern'")
         if len(set(self.tasks)) != len(self.tasks):
             raise ValueError(f"tasks={self.tasks}: names must be unique")
         if self.norm_epsilon is None:
@@ -285,6 +290,8 @@ class MaskedTransformer(nnx.Module):
         else:
             self.final_norm = RMSNorm(d, epsilon=cfg.norm_epsilon, rngs=rngs)
             self.output_kernel = make_param(rngs, TRUNC_NORMAL, (k, d, cfg.codebook_size), ("levels", "embed", "vocab"))
+        if cfg.patch_dim:
+            self.patch_kernel = make_param(rngs, TRUNC_NORMAL, (d, cfg.patch_dim), ("embed", None))
 
     # ------------------------------------------------------------------------------------------
     @property
@@ -294,7 +301,7 @@ class MaskedTransformer(nnx.Module):
     @scoped("transformer")
     def __call__(self, tokens, *, labels=None, context=None, context_mask=None, drop_condition=None,
                  tasks=None, segment_ids=None, deterministic: bool = True, dropout_rng=None, layers=None,
-                 context_ids=None):
+                 context_ids=None, with_patches: bool = False):
         """Logits over the codes of every cell.
 
         Args:
@@ -309,10 +316,13 @@ class MaskedTransformer(nnx.Module):
           deterministic: False enables dropout (needs `dropout_rng`).
           layers: the blocks' weights as `layer_states()` lays them out, to run the layers one after
             another over them instead of scanning the stacked blocks (decoding does; see there).
+          with_patches: also return the auxiliary head's input patches (`config.patch_dim` > 0).
         Returns:
-          float32 logits `[B, *grid(, K), V]`.
+          float32 logits `[B, *grid(, K), V]`; with `with_patches`, `(logits, patches float32 [B, *grid, P])`.
         """
         cfg = self.config
+        if with_patches and not cfg.patch_dim:
+            raise ValueError("with_patches=True needs a model with an input-patch head (config.patch_dim > 0)")
         b = tokens.shape[0]
         seq = tokens.reshape((b, -1, cfg.num_levels))  # [B, N, K]
         if segment_ids is not None:
@@ -320,15 +330,21 @@ class MaskedTransformer(nnx.Module):
         logits = self.sequence_logits(seq, labels=labels, context=context, context_mask=context_mask,
                                       drop_condition=drop_condition, tasks=tasks, segment_ids=segment_ids,
                                       deterministic=deterministic, context_ids=context_ids,
-                                      dropout_rng=dropout_rng, layers=layers, codes_only=True)
+                                      dropout_rng=dropout_rng, layers=layers, codes_only=True,
+                                      with_patches=with_patches)
+        if with_patches:
+            logits, patches = logits
         logits = logits[:, cfg.num_prefix:]  # [B, N, K, V]
         out_shape = tokens.shape + (cfg.codebook_size,)
+        if with_patches:
+            grid = tokens.shape[:-1] if tokens.ndim == len(cfg.grid) + 2 else tokens.shape
+            return logits.reshape(out_shape), patches[:, cfg.num_prefix:].reshape(grid + (cfg.patch_dim,))
         return logits.reshape(out_shape)
 
     @scoped("transformer")
     def sequence_logits(self, seq, *, labels=None, context=None, context_mask=None, drop_condition=None,
                         tasks=None, segment_ids=None, deterministic=True, dropout_rng=None, prefix_ids=None,
-                        layers=None, codes_only=False, context_ids=None):
+                        layers=None, codes_only=False, context_ids=None, with_patches=False):
         """The forward pass on the flattened sequence.
 
         seq: int32 `[B, N, K]` cell tokens. With class_token conditioning the class prefix is built
@@ -359,7 +375,11 @@ class MaskedTransformer(nnx.Module):
         x = self._run_blocks(x, keys[:cfg.num_layers], cond_vec, context, context_mask, deterministic, layers,
                              self_mask=self_mask)
         x = x[:, prefix_len:]  # no logits for the context prefix
-        return self._head(x, cfg.codebook_size if codes_only else None).astype(jnp.float32)
+        logits = self._head(x, cfg.codebook_size if codes_only else None).astype(jnp.float32)
+        if with_patches:  # the same normalised hidden state the code head reads
+            h = self.final_norm(x).astype(cfg.compute_dtype)
+            return logits, (h @ self.patch_kernel[...].astype(cfg.compute_dtype)).astype(jnp.float32)
+        return logits
 
     def _encode_context(self, context_ids, context_mask, deterministic, key):
         """int32 ids `[B, S]` → float `[B, S, context_dim]` with the model's own context encoder."""

@@ -216,6 +216,14 @@ def test_config_checked_before_anything_is_written_and_corrected_before_training
     with pytest.raises(ValueError, match="config.model: hidden_dim=32 must be divisible by num_heads=3"):
         train(c, path, quiet=True)
     c.model.num_heads = 4
+    c.model.patch_dim, c.transformer_train.patch_loss = 5, 1.0  # the input-patch head must fit the grid
+    with pytest.raises(ValueError, match=r"config.model.patch_dim=5: the input \(.*\) on the token grid .* gives "
+                                         r"cells of \d+ values"):
+        train(c, path, quiet=True)
+    c.model.patch_dim = 0
+    with pytest.raises(ValueError, match="patch_loss=1.0 with config.model.patch_dim=0: expected both > 0"):
+        train(c, path, quiet=True)
+    c.transformer_train.patch_loss = 0.0
     c.data.num_classes = 3  # the digits have 10: the data is checked before anything is written too
     with pytest.raises(ValueError, match=r"labels up to 9 but config.data.num_classes=3; set .*num_classes=10"):
         train(c, path, quiet=True)

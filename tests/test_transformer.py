@@ -219,6 +219,31 @@ def test_code_digits_share_what_is_learnt_about_each_digit():
     check_code_digits(TransformerConfig(grid=(2, 2), codebook_size=6, code_digits=(3, 2)), fsq)
 
 
+def test_input_patch_head_regresses_the_block_under_each_cell():
+    """`input_patches` cuts an input into the blocks its cells stand for (row-major, channels last); the
+    head's patches come with unchanged logits, shaped like the grid."""
+    from mgt.training.transformer_stage import input_patch_dim, input_patches
+
+    x = np.arange(2 * 4 * 6 * 3).reshape(2, 4, 6, 3)  # [n, H, W, C] on a (2, 3) grid: 2 × 2 × 3 blocks
+    patches = input_patches(x, (2, 3))
+    assert patches.shape == (2, 2, 3, 12) and input_patch_dim((4, 6, 3), (2, 3)) == 12
+    np.testing.assert_array_equal(patches[1, 1, 2], x[1, 2:4, 4:6].reshape(-1))
+    np.testing.assert_array_equal(input_patches(np.arange(12).reshape(1, 12), (3,))[0, 1], [4, 5, 6, 7])  # audio
+    assert input_patch_dim((8, 32, 32, 1), (4, 4, 4)) == 128 and input_patch_dim((9, 32, 32, 1), (5, 8, 8)) == 0
+
+    cfg = TransformerConfig(grid=(2, 3), codebook_size=8, num_levels=2, patch_dim=12, **TINY)
+    model = MaskedTransformer(cfg, rngs=nnx.Rngs(0))
+    tokens = jax.random.randint(jax.random.key(1), (2, 2, 3, 2), 0, 8)
+    logits, out = model(tokens, with_patches=True)
+    assert out.shape == (2, 2, 3, 12) and out.dtype == jnp.float32
+    np.testing.assert_allclose(logits, model(tokens), atol=1e-6)
+    with pytest.raises(ValueError, match="with_patches=True needs a model with an input-patch head"):
+        MaskedTransformer(TransformerConfig(grid=(2, 3), codebook_size=8, **TINY), rngs=nnx.Rngs(0))(
+            tokens[..., 0], with_patches=True)
+    with pytest.raises(ValueError, match="patch_dim=12: the input-patch head needs block_style='modern'"):
+        TransformerConfig(grid=(2, 3), codebook_size=8, block_style="maskgit", patch_dim=12)
+
+
 def test_grid_rope_scores_depend_on_grid_offsets_only():
     from mgt.ar import ARTransformer
     from mgt.layers import rotary_grid

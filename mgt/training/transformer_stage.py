@@ -19,6 +19,7 @@ import functools
 import hashlib
 import inspect
 import json
+import math
 import os
 import warnings
 import zipfile
@@ -58,6 +59,26 @@ def source_code_fingerprint(source) -> str:
     return hashlib.sha256(data).hexdigest()[:16]
 
 
+def input_patch_dim(input_shape, grid) -> int:
+    """Values per cell when an input of `input_shape` (`[*S, ...]`, S split by the token grid) is cut into
+    the blocks its cells stand for; 0 when the grid does not divide the input's leading axes."""
+    shape, grid = tuple(input_shape), tuple(grid)
+    if len(shape) < len(grid) or any(s % g for s, g in zip(shape, grid)):
+        return 0
+    return math.prod(shape) // math.prod(grid)
+
+
+def input_patches(inputs: np.ndarray, grid) -> np.ndarray:
+    """`[n, *S, ...]` → `[n, *grid, P]`: the input block under each cell (leading axes split by the grid,
+    the block's values — and any trailing axes, e.g. channels — flattened in row-major order)."""
+    n, grid = inputs.shape[0], tuple(grid)
+    a = len(grid)
+    split = [v for s, g in zip(inputs.shape[1:a + 1], grid) for v in (g, s // g)]
+    x = inputs.reshape((n, *split, *inputs.shape[a + 1:]))
+    order = [0] + [1 + 2 * i for i in range(a)] + [2 + 2 * i for i in range(a)] + list(range(1 + 2 * a, x.ndim))
+    return x.transpose(order).reshape((n, *grid, -1))
+
+
 class TokenSource:
     """grain source over cached tokens: records `{"tokens": int32 [*grid(, K)], <condition keys>: ...}`
     (the condition's batch keys, `mgt.condition.BATCH_KEYS`)."""
@@ -90,6 +111,16 @@ class TransformerStage(Stage):
         if self.objective not in OBJECTIVES:
             raise ValueError(f"config.model.objective={self.objective!r}; expected one of {OBJECTIVES}")
         self.tx = make_optimizer(tc, self.total_steps)
+        self.patch_loss = float(tc.get("patch_loss", 0.0))
+        patch_dim = self.model_config.patch_dim
+        if self.patch_loss < 0 or (self.patch_loss > 0) != (patch_dim > 0):
+            raise ValueError(f"config.transformer_train.patch_loss={self.patch_loss} with config.model.patch_dim="
+                             f"{patch_dim}: expected both > 0 (the input-patch head and its loss) or both 0")
+        if patch_dim:
+            expected = input_patch_dim(task.input_shape, self.spec_in.grid)
+            if patch_dim != expected:
+                raise ValueError(f"config.model.patch_dim={patch_dim}: the input {tuple(task.input_shape)} on the "
+                                 f"token grid {self.spec_in.grid} gives cells of {expected} values")
         for name, choices in (("mask_structure", masking.STRUCTURES), ("loss_on", ("masked", "all"))):
             if tc[name] not in choices:
                 raise ValueError(f"config.transformer_train.{name}={tc[name]!r}; expected one of {tuple(choices)}")
@@ -130,7 +161,8 @@ class TransformerStage(Stage):
             "data": {k: v for k, v in self.config.data.to_dict().items() if k != "num_workers"},
             "source_code": source_code_fingerprint(source),
             "text": self.text.fingerprint() if self.text is not None else None,
-            "seed": int(self.config.seed), "format": TOKEN_CACHE_FORMAT}, sort_keys=True, default=str).encode()
+            "seed": int(self.config.seed), "format": TOKEN_CACHE_FORMAT,
+            **({"patches": True} if self.model_config.patch_dim else {})}, sort_keys=True, default=str).encode()
         ).hexdigest()[:16]
         return os.path.join(self.workdir, "transformer", f"tokens_{fingerprint}.npz")
 
@@ -165,6 +197,8 @@ class TransformerStage(Stage):
                 tokens = tokenize(inputs)
                 all_tokens.append(tokens)
                 fields = {k: np.asarray(v) for k, v in self.task.condition(batch).to_batch().items()}
+                if self.model_config.patch_dim:  # the auxiliary head's targets: each cell's input block
+                    fields["patches"] = input_patches(inputs, self.spec_in.grid).astype(np.float16)
                 if self.text is not None:
                     if "text" not in batch:
                         raise ValueError(f"config.text.encoder={self.text.name!r} needs captions, but the records of "
@@ -214,6 +248,8 @@ class TransformerStage(Stage):
         wanted = Condition.from_batch(batch).for_model(self.model_config).to_batch()
         if self.model_config.tasks:
             wanted["condition_tokens"] = batch["condition_tokens"]
+        if self.model_config.patch_dim:
+            wanted["patches"] = batch["patches"]
         return sharding.shard_batch({"tokens": batch["tokens"], **wanted}, self.mesh)
 
     # ---- step -----------------------------------------------------------------------------------
@@ -252,11 +288,17 @@ class TransformerStage(Stage):
 
             def loss_fn(params):
                 model = nnx.merge(self.graphdef, params, state["rest"], copy=True)
-                logits = model(inputs, **cond.model_kwargs(), **extra, deterministic=False, dropout_rng=k_dropout)
+                out = model(inputs, **cond.model_kwargs(), **extra, deterministic=False, dropout_rng=k_dropout,
+                            with_patches=self.patch_loss > 0)
+                logits, patches = out if self.patch_loss > 0 else (out, None)
                 where = loss_mask if tc.loss_on == "masked" else None
                 with scope("loss"):
                     loss = masking.masked_cross_entropy(logits, tokens, where,
                                                         label_smoothing=float(tc.label_smoothing))
+                    if patches is not None:  # on the cells with a masked code
+                        cells = loss_mask if loss_mask.ndim == patches.ndim - 1 else loss_mask.any(-1)
+                        err = jnp.mean(jnp.square(patches - batch["patches"].astype(jnp.float32)), -1)
+                        loss = loss + self.patch_loss * jnp.sum(err * cells) / jnp.maximum(cells.sum(), 1)
                     hit = (logits.argmax(-1) == tokens) & loss_mask
                     acc = hit.sum() / jnp.maximum(loss_mask.sum(), 1)
                 return loss, (acc, nnx.state(model, nnx.Not(nnx.Param)))
