@@ -353,7 +353,8 @@ class MaskedTransformer(nnx.Module):
         int32 `[B, N]`.
         Returns float32 `[B, P + N, K, vocab]` where vocab is the full input vocabulary for the maskgit
         head (codes, classes, mask — as the official model) and V for the modern head; with
-        `codes_only` the maskgit head scores the V codes only (what sampling reads: half the head's work).
+        `codes_only` the maskgit head scores the V codes only (what sampling reads: half the head's work);
+        with `with_patches`, `(logits, patches float32 [B, P + N, patch_dim])` (modern head only).
         """
         cfg = self.config
         dtype = cfg.compute_dtype

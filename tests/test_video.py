@@ -254,6 +254,9 @@ def test_video_workdir_trains_samples_and_reads_back(video_workdir, tmp_path, ca
 
     records = [json.loads(line) for line in open(os.path.join(video_workdir, "metrics.jsonl"))]
     assert {r["stage"] for r in records} == {"tokenizer", "transformer"}
+    # the input-patch head (the config's) trains beside the codes, its error logged on its own
+    patch = [r["patch_mse"] for r in records if r["stage"] == "transformer" and "patch_mse" in r]
+    assert patch and all(0 < p < 10 for p in patch)
     assert os.path.exists(os.path.join(video_workdir, "samples", "final.gif"))
     for ext in ("npz", "gif", "png", "mp4"):
         out = str(tmp_path / f"c.{ext}")

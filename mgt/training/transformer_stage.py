@@ -121,6 +121,9 @@ class TransformerStage(Stage):
             if patch_dim != expected:
                 raise ValueError(f"config.model.patch_dim={patch_dim}: the input {tuple(task.input_shape)} on the "
                                  f"token grid {self.spec_in.grid} gives cells of {expected} values")
+            if self.objective != "maskgit":
+                raise ValueError(f"config.transformer_train.patch_loss={self.patch_loss}: the input-patch head "
+                                 f"trains with objective 'maskgit', not {self.objective!r}")
         for name, choices in (("mask_structure", masking.STRUCTURES), ("loss_on", ("masked", "all"))):
             if tc[name] not in choices:
                 raise ValueError(f"config.transformer_train.{name}={tc[name]!r}; expected one of {tuple(choices)}")
@@ -269,7 +272,7 @@ class TransformerStage(Stage):
                 model = nnx.merge(self.graphdef, params, state["rest"], copy=True)
                 loss = ar_loss(model, tokens, **cond.model_kwargs(), deterministic=False, dropout_rng=k_dropout,
                                label_smoothing=float(tc.label_smoothing))
-                return loss, (jnp.zeros(()), nnx.state(model, nnx.Not(nnx.Param)))
+                return loss, (jnp.zeros(()), jnp.zeros(()), nnx.state(model, nnx.Not(nnx.Param)))
         else:
             mask, loss_mask = masking.make_training_mask(k_mask, cfg.spec, b, structure=tc.mask_structure,
                                                          schedule=tc.mask_schedule, block=tc.get("mask_block", 2),
@@ -295,17 +298,22 @@ class TransformerStage(Stage):
                 with scope("loss"):
                     loss = masking.masked_cross_entropy(logits, tokens, where,
                                                         label_smoothing=float(tc.label_smoothing))
+                    patch_mse = jnp.zeros(())
                     if patches is not None:  # on the cells with a masked code
                         cells = loss_mask if loss_mask.ndim == patches.ndim - 1 else loss_mask.any(-1)
                         err = jnp.mean(jnp.square(patches - batch["patches"].astype(jnp.float32)), -1)
-                        loss = loss + self.patch_loss * jnp.sum(err * cells) / jnp.maximum(cells.sum(), 1)
+                        patch_mse = jnp.sum(err * cells) / jnp.maximum(cells.sum(), 1)
+                        loss = loss + self.patch_loss * patch_mse
                     hit = (logits.argmax(-1) == tokens) & loss_mask
                     acc = hit.sum() / jnp.maximum(loss_mask.sum(), 1)
-                return loss, (acc, nnx.state(model, nnx.Not(nnx.Param)))
+                return loss, (acc, patch_mse, nnx.state(model, nnx.Not(nnx.Param)))
 
-        (loss, (acc, rest)), grads = jax.value_and_grad(loss_fn, has_aux=True)(state["params"])
+        (loss, (acc, patch_mse, rest)), grads = jax.value_and_grad(loss_fn, has_aux=True)(state["params"])
         new = dict(state, **self._update(state, grads, state["params"], rest, float(tc.ema_decay)))
-        return new, {"loss": loss, "masked_accuracy": acc, "grad_norm": optax.global_norm(grads)}
+        metrics = {"loss": loss, "masked_accuracy": acc, "grad_norm": optax.global_norm(grads)}
+        if self.patch_loss > 0:  # the auxiliary term alone (`loss` holds it weighted)
+            metrics["patch_mse"] = patch_mse
+        return new, metrics
 
     # ---- samples --------------------------------------------------------------------------------
     @property
