@@ -332,14 +332,12 @@ class MaskedTransformer(nnx.Module):
                                       deterministic=deterministic, context_ids=context_ids,
                                       dropout_rng=dropout_rng, layers=layers, codes_only=True,
                                       with_patches=with_patches)
-        if with_patches:
-            logits, patches = logits
-        logits = logits[:, cfg.num_prefix:]  # [B, N, K, V]
-        out_shape = tokens.shape + (cfg.codebook_size,)
-        if with_patches:
-            grid = tokens.shape[:-1] if tokens.ndim == len(cfg.grid) + 2 else tokens.shape
-            return logits.reshape(out_shape), patches[:, cfg.num_prefix:].reshape(grid + (cfg.patch_dim,))
-        return logits.reshape(out_shape)
+        logits, patches = logits if with_patches else (logits, None)
+        logits = logits[:, cfg.num_prefix:].reshape(tokens.shape + (cfg.codebook_size,))  # [B, *grid(, K), V]
+        if patches is None:
+            return logits
+        grid = logits.shape[:len(cfg.grid) + 1]  # [B, *grid]
+        return logits, patches[:, cfg.num_prefix:].reshape(grid + (cfg.patch_dim,))
 
     @scoped("transformer")
     def sequence_logits(self, seq, *, labels=None, context=None, context_mask=None, drop_condition=None,

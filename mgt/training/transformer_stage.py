@@ -119,8 +119,10 @@ class TransformerStage(Stage):
         if patch_dim:
             expected = input_patch_dim(task.input_shape, self.spec_in.grid)
             if patch_dim != expected:
+                cells = (f"gives cells of {expected} values" if expected else
+                         "does not split into equal blocks (set it to 0)")
                 raise ValueError(f"config.model.patch_dim={patch_dim}: the input {tuple(task.input_shape)} on the "
-                                 f"token grid {self.spec_in.grid} gives cells of {expected} values")
+                                 f"token grid {self.spec_in.grid} {cells}")
             if self.objective != "maskgit":
                 raise ValueError(f"config.transformer_train.patch_loss={self.patch_loss}: the input-patch head "
                                  f"trains with objective 'maskgit', not {self.objective!r}")
