@@ -6,7 +6,9 @@ Measured on held-out clips of the workdir's own source (the test split), side by
   perplexity of their distribution), encode and decode speed (clips/s, compiled, after a warm-up);
 - class-conditional generation (the "generation" task): the share of frames a translation-robust
   digit classifier trained on real digits labels with the clip's class, and how often the label
-  changes along a clip — next to the same classifier on real clips (target: >= 90 % of frames);
+  changes along a clip — next to the same classifier on real clips (target: >= 90 % of frames); how
+  fast the ink moves and how far apart two clips of a class are (a sampler that reads right by
+  drawing one still digit per class shows here);
 - frame prediction (when the model was trained for it): PSNR of each predicted frame against the
   truth, next to the copy-the-last-given-frame baseline (target: better on every predicted frame).
 
@@ -93,6 +95,8 @@ def main(argv=None):
     if is_digits:  # the classifier on real clips, and on their reconstructions (the tokenizer's ceiling)
         record["real_clips"] = metrics.class_consistency(clips, labels)
         record["reconstructed_clips"] = metrics.class_consistency(recon, labels)
+        record["real_clips"].update(metrics.motion_and_diversity(clips, labels))
+        record["reconstructed_clips"].update(metrics.motion_and_diversity(recon, labels))
     tasks = model.config.tasks
     if model.config.condition_input == "labels" and (not tasks or "generation" in tasks):
         gen_labels = np.repeat(np.arange(model.config.num_classes, dtype=np.int32), args.per_class)
@@ -105,6 +109,7 @@ def main(argv=None):
         record["generated_clips"] = int(len(gen_labels))
         if is_digits:
             record["generated"] = metrics.class_consistency(np.clip(videos, 0, 1), gen_labels, per_class=True)
+            record["generated"].update(metrics.motion_and_diversity(np.clip(videos, 0, 1), gen_labels))
 
     # ---- frame prediction ---------------------------------------------------------------------------
     if "frame_prediction" in tasks:
@@ -135,12 +140,13 @@ def _print(r: dict) -> None:
           f"clips/s ({r['device']})")
     if "generated" in r:
         real, gen = r["real_clips"], r["generated"]
-        print(f"{'':28}{'frames labelled with class':>28}{'label flips per clip':>22}{'clips by majority':>19}")
+        print(f"{'':28}{'frames labelled with class':>28}{'label flips per clip':>22}{'clips by majority':>19}"
+              f"{'ink speed (px/frame)':>22}{'within-class distance':>23}")
         rows = (("real held-out clips", real), ("their reconstructions", r["reconstructed_clips"]),
                 ("generated (guidance %.1f)" % r["guidance"], gen))
         for name, m in rows:
             print(f"{name:28}{m['frame_class_accuracy']:>28.3f}{m['label_flips_per_clip']:>22.2f}"
-                  f"{m['clip_majority_accuracy']:>19.3f}")
+                  f"{m['clip_majority_accuracy']:>19.3f}{m['ink_speed']:>22.2f}{m['within_class_distance']:>23.4f}")
         print("(target: >= 0.90 of generated frames labelled with their class)")
         print("generated frames labelled with their class, by class: " + " ".join(
             f"{c}:{'-' if a is None else f'{a:.2f}'}" for c, a in enumerate(gen["per_class_frame_accuracy"])))

@@ -95,6 +95,11 @@ class TransformerConfig:
     # > 0: an auxiliary head regresses each cell's input patch (P values: the input block the cell's codes
     # stand for) from its final hidden state, trained beside the code logits (`transformer_train.patch_loss`)
     patch_dim: int = 0
+    # True: every call runs the model twice and feeds the first pass's predicted patches (stop-gradient,
+    # projected by a zero-initialised `recycle_kernel [P, D]`) into the second pass's embedding of every
+    # cell — a sketch of the whole output in pixel space for the codes to agree with (AlphaFold's
+    # recycling; in training half the examples get no sketch, so the first pass is trained too). Needs patch_dim
+    recycle_patches: bool = False
     qk_norm: bool = False
     dropout_rate: float = 0.0
     attention_dropout_rate: float = 0.0
@@ -116,6 +121,9 @@ class TransformerConfig:
                              f"codebook_size={self.codebook_size} (e.g. the FSQ quantizer's levels)")
         if self.patch_dim and self.block_style == "maskgit":
             raise ValueError(f"patch_dim={self.patch_dim}: the input-patch head needs block_style='modern'")
+        if self.recycle_patches and not self.patch_dim:
+            raise ValueError("recycle_patches=True feeds back the input-patch head's predictions; it needs "
+                             "patch_dim > 0")
         if len(set(self.tasks)) != len(self.tasks):
             raise ValueError(f"tasks={self.tasks}: names must be unique")
         if self.norm_epsilon is None:
@@ -292,6 +300,8 @@ class MaskedTransformer(nnx.Module):
             self.output_kernel = make_param(rngs, TRUNC_NORMAL, (k, d, cfg.codebook_size), ("levels", "embed", "vocab"))
         if cfg.patch_dim:
             self.patch_kernel = make_param(rngs, TRUNC_NORMAL, (d, cfg.patch_dim), ("embed", None))
+        if cfg.recycle_patches:  # zero: the model starts as one that ignores the sketch
+            self.recycle_kernel = make_param(rngs, ZEROS, (cfg.patch_dim, d), (None, "embed"))
 
     # ------------------------------------------------------------------------------------------
     @property
@@ -327,11 +337,17 @@ class MaskedTransformer(nnx.Module):
         seq = tokens.reshape((b, -1, cfg.num_levels))  # [B, N, K]
         if segment_ids is not None:
             segment_ids = segment_ids.reshape((b, seq.shape[1], -1)).max(-1)  # [B, N]
-        logits = self.sequence_logits(seq, labels=labels, context=context, context_mask=context_mask,
-                                      drop_condition=drop_condition, tasks=tasks, segment_ids=segment_ids,
-                                      deterministic=deterministic, context_ids=context_ids,
-                                      dropout_rng=dropout_rng, layers=layers, codes_only=True,
-                                      with_patches=with_patches)
+        kwargs = dict(labels=labels, context=context, context_mask=context_mask, drop_condition=drop_condition,
+                      tasks=tasks, segment_ids=segment_ids, deterministic=deterministic, context_ids=context_ids,
+                      dropout_rng=dropout_rng, layers=layers, codes_only=True)
+        feedback = None
+        if cfg.recycle_patches:  # the first pass's sketch of every cell (its code logits are never computed)
+            _, first = self.sequence_logits(seq, with_patches=True, **kwargs)
+            feedback = jax.lax.stop_gradient(first[:, cfg.num_prefix:])  # [B, N, P]
+            if not deterministic:  # half the examples without it: the first pass is trained as well
+                key = jax.random.fold_in(dropout_rng if dropout_rng is not None else jax.random.key(0), 1)
+                feedback = feedback * jax.random.bernoulli(key, 0.5, (b, 1, 1)).astype(feedback.dtype)
+        logits = self.sequence_logits(seq, with_patches=with_patches, feedback=feedback, **kwargs)
         logits, patches = logits if with_patches else (logits, None)
         logits = logits[:, cfg.num_prefix:].reshape(tokens.shape + (cfg.codebook_size,))  # [B, *grid(, K), V]
         if patches is None:
@@ -342,7 +358,7 @@ class MaskedTransformer(nnx.Module):
     @scoped("transformer")
     def sequence_logits(self, seq, *, labels=None, context=None, context_mask=None, drop_condition=None,
                         tasks=None, segment_ids=None, deterministic=True, dropout_rng=None, prefix_ids=None,
-                        layers=None, codes_only=False, context_ids=None, with_patches=False):
+                        layers=None, codes_only=False, context_ids=None, with_patches=False, feedback=None):
         """The forward pass on the flattened sequence.
 
         seq: int32 `[B, N, K]` cell tokens. With class_token conditioning the class prefix is built
@@ -353,6 +369,8 @@ class MaskedTransformer(nnx.Module):
         head (codes, classes, mask — as the official model) and V for the modern head; with
         `codes_only` the maskgit head scores the V codes only (what sampling reads: half the head's work);
         with `with_patches`, `(logits, patches float32 [B, P + N, patch_dim])` (modern head only).
+        `feedback` float `[B, N, patch_dim]` (`recycle_patches` models): patches of a previous pass, added
+        to the cells' embeddings through `recycle_kernel`.
         """
         cfg = self.config
         dtype = cfg.compute_dtype
@@ -363,6 +381,9 @@ class MaskedTransformer(nnx.Module):
             context = self._encode_context(context_ids, context_mask, deterministic, keys[-2])
         x, cond_vec, context, context_mask = self._embed_sequence(seq, labels, context, context_mask, drop_condition,
                                                                   prefix_ids, tasks, segment_ids)
+        if feedback is not None:
+            sketch = feedback.astype(jnp.float32) @ self.recycle_kernel[...]  # [B, N, D]
+            x = x + jnp.pad(sketch, ((0, 0), (x.shape[1] - sketch.shape[1], 0), (0, 0))).astype(x.dtype)
         if cfg.block_style == "maskgit" and not deterministic:
             x = dropout(x, cfg.dropout_rate, keys[-1], deterministic)
         self_mask, prefix_len = None, 0

@@ -1,5 +1,6 @@
 """The masked Transformer: shapes on any grid, conditioning, guidance, sharding, and learning."""
 
+import dataclasses
 import os
 import subprocess
 import sys
@@ -242,6 +243,18 @@ def test_input_patch_head_regresses_the_block_under_each_cell():
             tokens[..., 0], with_patches=True)
     with pytest.raises(ValueError, match="patch_dim=12: the input-patch head needs block_style='modern'"):
         TransformerConfig(grid=(2, 3), codebook_size=8, block_style="maskgit", patch_dim=12)
+
+    # recycling: starts as the plain model (zero kernel); once trained, the second pass reads the first's
+    # patches; in training half the examples (by the dropout key) get none, and the kernel gets gradients
+    recycled = MaskedTransformer(dataclasses.replace(cfg, recycle_patches=True), rngs=nnx.Rngs(0))
+    np.testing.assert_allclose(recycled(tokens), logits, atol=1e-6)
+    recycled.recycle_kernel[...] = jnp.full_like(recycled.recycle_kernel[...], 0.1)
+    assert float(jnp.abs(recycled(tokens) - logits).max()) > 1e-3
+    grads = nnx.grad(lambda m: m(tokens, with_patches=True, deterministic=False,
+                                 dropout_rng=jax.random.key(3))[1].sum())(recycled)
+    assert float(jnp.abs(grads["recycle_kernel"][...]).sum()) > 0
+    with pytest.raises(ValueError, match="recycle_patches=True .* needs patch_dim > 0"):
+        TransformerConfig(grid=(2, 3), codebook_size=8, recycle_patches=True)
 
 
 def test_grid_rope_scores_depend_on_grid_offsets_only():

@@ -91,6 +91,24 @@ def test_class_consistency_breakdown_majority_per_class_and_confusion(monkeypatc
         metrics.class_consistency(np.zeros((3, 4, 8, 8, 1), np.uint8), [3, 12, 1])
 
 
+def test_motion_and_diversity_of_moving_still_and_repeated_clips():
+    """Ink speed: a square moving 2 px right per frame reads 2, a still one 0; within-class distance: a
+    class of identical clips reads 0, two different clips of a class read their mean grey difference."""
+    from mgt.modalities.video import metrics
+
+    clips = np.zeros((4, 5, 16, 16, 1), np.float32)
+    for t in range(5):
+        clips[0, t, 4:8, 2 + 2 * t:6 + 2 * t] = 1.0  # moving
+        clips[1, t, 4:8, 2:6] = 1.0  # still
+    clips[2] = clips[3] = clips[1]
+    r = metrics.motion_and_diversity(clips[:2])
+    assert r["ink_speed"] == pytest.approx(1.0, abs=1e-4)  # (2 + 0) / 2
+    assert r["within_class_distance"] == pytest.approx(np.abs(clips[0] - clips[1]).mean(), abs=1e-6)
+    same = metrics.motion_and_diversity(clips[1:], labels=[5, 5, 5])
+    assert same["ink_speed"] == pytest.approx(0.0, abs=1e-4) and same["within_class_distance"] == 0.0
+    assert np.isnan(metrics.motion_and_diversity(clips[:2], labels=[0, 1])["within_class_distance"])
+
+
 def test_video_folder_and_array_sources(tmp_path):
     from mgt.modalities.video.io import write_video
 

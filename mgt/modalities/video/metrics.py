@@ -88,6 +88,32 @@ def class_consistency(videos, labels, *, per_class: bool = False) -> dict:
     return out
 
 
+def motion_and_diversity(videos, labels=None) -> dict:
+    """How far the ink moves and how different the clips are: clips `[N, T, H, W, C]` → floats.
+
+    `ink_speed` is the mean distance in pixels between the ink's centroids (grey-level weighted) of
+    consecutive frames; `within_class_distance` is the mean absolute grey difference between two
+    clips of the same class (over all pairs, averaged over the classes with at least two clips; all
+    clips are one class when `labels` is None). A sampler can read more frames right by drawing the
+    same clip for every example or by leaving a digit in place; these say when it does.
+    """
+    g = grey_frames(videos)  # [N, T, H, W]
+    n, t, h, w = g.shape
+    mass = g.sum((2, 3)) + 1e-6
+    cy = (g.sum(3) * np.arange(h)).sum(2) / mass
+    cx = (g.sum(2) * np.arange(w)).sum(2) / mass
+    speed = float(np.hypot(np.diff(cy, axis=1), np.diff(cx, axis=1)).mean()) if t > 1 else 0.0
+    labels = np.zeros(n, np.int32) if labels is None else np.asarray(labels).reshape(-1)
+    flat = g.reshape(n, -1)
+    distances = []
+    for c in np.unique(labels):
+        x = flat[labels == c]
+        if len(x) > 1:
+            d = np.abs(x[:, None] - x[None]).mean(-1)
+            distances.append(d[np.triu_indices(len(x), 1)].mean())
+    return {"ink_speed": speed, "within_class_distance": float(np.mean(distances)) if distances else float("nan")}
+
+
 def psnr(x, y, axis=None) -> np.ndarray:
     """PSNR in dB of images in [0, 1] (the mean squared error over `axis`, all when None)."""
     mse = np.mean(np.square(np.asarray(x, np.float64) - np.clip(np.asarray(y, np.float64), 0, 1)), axis=axis)
