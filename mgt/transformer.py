@@ -98,7 +98,7 @@ class TransformerConfig:
     # True: every call runs the model twice and feeds the first pass's predicted patches (stop-gradient,
     # projected by a zero-initialised `recycle_kernel [P, D]`) into the second pass's embedding of every
     # cell — a sketch of the whole output in pixel space for the codes to agree with (AlphaFold's
-    # recycling; in training half the examples get no sketch, so the first pass is trained too). Needs patch_dim
+    # recycling; in training half the batch gets no sketch, so the first pass is trained too). Needs patch_dim
     recycle_patches: bool = False
     qk_norm: bool = False
     dropout_rate: float = 0.0
@@ -208,6 +208,10 @@ class TransformerConfig:
                       dropout_rate=0.1, attention_dropout_rate=0.1)
         kwargs.update(overrides)
         return cls(**kwargs)
+
+
+# the keyword arguments of `sequence_logits` that hold one row per example
+_PER_EXAMPLE = ("labels", "context", "context_mask", "drop_condition", "tasks", "segment_ids", "context_ids")
 
 
 def digit_onehot(code_digits) -> np.ndarray:
@@ -342,11 +346,13 @@ class MaskedTransformer(nnx.Module):
                       dropout_rng=dropout_rng, layers=layers, codes_only=True)
         feedback = None
         if cfg.recycle_patches:  # the first pass's sketch of every cell (its code logits are never computed)
-            _, first = self.sequence_logits(seq, with_patches=True, **kwargs)
-            feedback = jax.lax.stop_gradient(first[:, cfg.num_prefix:])  # [B, N, P]
-            if not deterministic:  # half the examples without it: the first pass is trained as well
-                key = jax.random.fold_in(dropout_rng if dropout_rng is not None else jax.random.key(0), 1)
-                feedback = feedback * jax.random.bernoulli(key, 0.5, (b, 1, 1)).astype(feedback.dtype)
+            # in training only the first half of the batch gets a sketch (examples come shuffled): the other
+            # half trains the first pass, and the first pass runs on half the batch
+            h = b if deterministic else b // 2
+            first_kwargs = dict(kwargs, **{k: v[:h] for k, v in kwargs.items() if k in _PER_EXAMPLE and v is not None})
+            _, first = self.sequence_logits(seq[:h], with_patches=True, **first_kwargs)
+            feedback = jax.lax.stop_gradient(first[:, cfg.num_prefix:])  # [h, N, P]
+            feedback = jnp.pad(feedback, ((0, b - h), (0, 0), (0, 0)))  # [B, N, P]
         logits = self.sequence_logits(seq, with_patches=with_patches, feedback=feedback, **kwargs)
         logits, patches = logits if with_patches else (logits, None)
         logits = logits[:, cfg.num_prefix:].reshape(tokens.shape + (cfg.codebook_size,))  # [B, *grid(, K), V]

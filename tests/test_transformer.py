@@ -245,11 +245,14 @@ def test_input_patch_head_regresses_the_block_under_each_cell():
         TransformerConfig(grid=(2, 3), codebook_size=8, block_style="maskgit", patch_dim=12)
 
     # recycling: starts as the plain model (zero kernel); once trained, the second pass reads the first's
-    # patches; in training half the examples (by the dropout key) get none, and the kernel gets gradients
+    # patches; in training the second half of the batch gets none, and the kernel gets gradients
     recycled = MaskedTransformer(dataclasses.replace(cfg, recycle_patches=True), rngs=nnx.Rngs(0))
     np.testing.assert_allclose(recycled(tokens), logits, atol=1e-6)
     recycled.recycle_kernel[...] = jnp.full_like(recycled.recycle_kernel[...], 0.1)
     assert float(jnp.abs(recycled(tokens) - logits).max()) > 1e-3
+    trained = recycled(tokens, deterministic=False, dropout_rng=jax.random.key(3))
+    assert float(jnp.abs(trained[0] - logits[0]).max()) > 1e-3
+    np.testing.assert_allclose(trained[1], logits[1], atol=1e-5)
     grads = nnx.grad(lambda m: m(tokens, with_patches=True, deterministic=False,
                                  dropout_rng=jax.random.key(3))[1].sum())(recycled)
     assert float(jnp.abs(grads["recycle_kernel"][...]).sum()) > 0
