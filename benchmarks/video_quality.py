@@ -108,8 +108,9 @@ def main(argv=None):
         record["generation_seconds"] = time.time() - start
         record["generated_clips"] = int(len(gen_labels))
         if is_digits:
-            record["generated"] = metrics.class_consistency(np.clip(videos, 0, 1), gen_labels, per_class=True)
-            record["generated"].update(metrics.motion_and_diversity(np.clip(videos, 0, 1), gen_labels))
+            videos = np.clip(videos, 0, 1)
+            record["generated"] = metrics.class_consistency(videos, gen_labels, per_class=True)
+            record["generated"].update(metrics.motion_and_diversity(videos, gen_labels))
 
     # ---- frame prediction ---------------------------------------------------------------------------
     if "frame_prediction" in tasks:

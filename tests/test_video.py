@@ -379,6 +379,8 @@ def test_video_edits_run_every_commit_task_reject_bad_inputs_and_benchmark(video
     assert json.loads(out.read_text())[0]["clips"] == 4
     assert 0 <= record["tokenizer_ssim"] <= 1 and 0 < record["codebook_usage"] <= 1
     assert record["real_clips"]["frame_class_accuracy"] >= 0.75  # the classifier reads real moving digits
+    assert record["real_clips"]["ink_speed"] >= 1.0  # real digits move 1–3 px per frame in x and y
+    assert np.isnan(record["generated"]["within_class_distance"])  # one clip per class: no pair to compare
     assert 0 <= record["generated"]["frame_class_accuracy"] <= 1 and record["generated_clips"] == 10
     assert len(record["generated"]["per_class_frame_accuracy"]) == 10  # one clip per class: none missing
     assert None not in record["generated"]["per_class_frame_accuracy"]
