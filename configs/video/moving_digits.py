@@ -98,8 +98,8 @@ def get_config(arg: str | None = None):
     c.transformer_train.patch_loss = 0.0 if arg.causal else 30.0
     # ... and reads its own sketch: every call runs twice, the second pass seeing the first pass's predicted
     # patches of every cell (recycling; in training the first pass runs on half the batch: steps 10 % slower).
-    # Generated frames read as their class 0.836 / 0.811 / 0.769 over three runs (training seeds 0, 0, 1; the
-    # second ran the first pass on the whole batch) against 0.770 / 0.763 without (README, session 21)
+    # Generated frames read as their class 0.836 / 0.779 (training seeds 0 / 1) against 0.770 / 0.763 without
+    # (same tokens and steps; README, session 21)
     c.model.recycle_patches = not arg.causal
 
     # 2,700 steps keep the job inside 15 minutes on the 2-core CPU (14 min 41 s with recycling, session 21).
