@@ -129,6 +129,9 @@ def base_config() -> config_dict.ConfigDict:
     c.sample.num_steps = 8
     c.sample.choice_temperature = 4.5
     c.sample.temperature = 1.0
+    c.sample.temperature_final = config_dict.placeholder(float)  # set: annealed linearly to it over the steps
+    # a recycling model's sketched pass pushed away from its plain pass (MaskedTransformer, sketch_guidance); 0: off
+    c.sample.sketch_guidance = 0.0
     c.sample.guidance = 0.0
     c.sample.per_class = 1
     c.sample.top_k = 0  # 0: off

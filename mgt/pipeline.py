@@ -38,7 +38,7 @@ class GenerationPipeline:
 
     def generate(self, rng, *, labels=None, batch_size=None, tokens=None, context=None, context_mask=None,
                  condition=None, decode_outputs: bool = True, prompts=None, negative_prompts=None, negative=None,
-                 guidance=None, **decode_kwargs):
+                 guidance=None, sketch_guidance: float = 0.0, **decode_kwargs):
         """Generate `B` examples.
 
         Args:
@@ -50,6 +50,7 @@ class GenerationPipeline:
           negative_prompts: strings (one, or B) whose condition replaces the null condition in
             guidance's unconditional half (needs guidance_scale != 0); `negative`: that as a `Condition`.
           guidance: the same as `guidance_scale` (the classifier-free guidance scale).
+          sketch_guidance: see `MaskedTransformer.__call__` (a `recycle_patches` model; 0: off).
           tokens: optional starting grid int32 `[B, *grid(, K)]` (mask id where to generate).
           **decode_kwargs: options of `mgt.decoding.decode` (num_steps, guidance_scale,
             condition_tokens for a multi-task model's conditional tasks, ...).
@@ -65,16 +66,16 @@ class GenerationPipeline:
             condition, negative = self._text_conditions(prompts, negative_prompts, condition, negative)
         if decode_outputs and isinstance(self.tokenizer, nnx.Module):
             return _generate_jit(*self._jit_inputs(rng, labels, batch_size, tokens, context, context_mask,
-                                                   condition, decode_kwargs, negative))
+                                                   condition, decode_kwargs, negative, sketch_guidance))
         fn, tokens = self._model_inputs(batch_size, labels, context, context_mask, condition, tokens, decode_kwargs,
-                                        negative)
+                                        negative, sketch_guidance)
         out = decode(fn, tokens, rng, mask_id=self.spec.mask_id, **decode_kwargs)
         if decode_outputs:
             out = self.tokenizer.decode(out[0] if decode_kwargs.get("return_history") else out)
         return out
 
     def compile(self, rng, *, labels=None, batch_size=None, tokens=None, context=None, context_mask=None,
-                condition=None, **decode_kwargs):
+                condition=None, sketch_guidance: float = 0.0, **decode_kwargs):
         """Compile the whole generation ahead of time for these inputs (same arguments as `generate`).
 
         Returns `(compiled, run)`: the `jax.stages.Compiled` program (its `as_text()`, `cost_analysis()`,
@@ -84,15 +85,16 @@ class GenerationPipeline:
         if not isinstance(self.tokenizer, nnx.Module):
             raise ValueError(f"compile needs a tokenizer that is an nnx.Module; got {type(self.tokenizer).__name__}")
         fn, k_graph, k_state, tokens, keys, opts, cond = self._jit_inputs(rng, labels, batch_size, tokens, context,
-                                                                          context_mask, condition, decode_kwargs)
+                                                                          context_mask, condition, decode_kwargs,
+                                                                          sketch_guidance=sketch_guidance)
         compiled = _generate_jit.lower(fn, k_graph, k_state, tokens, keys, opts, cond).compile()
         return compiled, lambda: compiled(fn, k_state, tokens, keys, cond)
 
     def _jit_inputs(self, rng, labels, batch_size, tokens, context, context_mask, condition, decode_kwargs,
-                    negative=None):
+                    negative=None, sketch_guidance=0.0):
         """Host-checked arguments of `_generate_jit`."""
         fn, tokens = self._model_inputs(batch_size, labels, context, context_mask, condition, tokens, decode_kwargs,
-                                        negative)
+                                        negative, sketch_guidance)
         tokens, keys, opts, cond = prepare(fn, tokens, rng, mask_id=self.spec.mask_id, **decode_kwargs)
         k_graph, k_state = nnx.split(self.tokenizer)
         return fn, k_graph, k_state, tokens, keys, opts, cond
@@ -118,10 +120,11 @@ class GenerationPipeline:
         return condition, negative
 
     def _model_inputs(self, batch_size, labels, context, context_mask, condition, tokens, decode_kwargs,
-                      negative=None):
+                      negative=None, sketch_guidance=0.0):
         fn, tokens = model_inputs(self.transformer, batch_size=batch_size, labels=labels, context=context,
                                   context_mask=context_mask, condition=condition, tokens=tokens, negative=negative,
-                                  guidance_scale=decode_kwargs.get("guidance_scale", 0.0))
+                                  guidance_scale=decode_kwargs.get("guidance_scale", 0.0),
+                                  sketch_guidance=sketch_guidance)
         return fn.replace(layers=self._layers.get(self.transformer)), tokens
 
 

@@ -39,6 +39,8 @@ class ModelLogits:
     layers: Any = None
     # the condition of guidance's unconditional half instead of the null condition (negative prompts)
     negative: Condition | None = None
+    # `MaskedTransformer(sketch_guidance=)`: a recycling model's sketched pass pushed away from its plain pass
+    sketch_guidance: float = struct.field(pytree_node=False, default=0.0)
 
     def __call__(self, tokens, drop_condition=None, *, segment_ids=None):
         # Merge inside every call: NNX modules must not cross JAX trace levels, and the decoding
@@ -55,6 +57,8 @@ class ModelLogits:
             kwargs["segment_ids"] = segment_ids
         if self.layers is not None:
             kwargs["layers"] = self.layers
+        if self.sketch_guidance:
+            kwargs["sketch_guidance"] = self.sketch_guidance
         return model(tokens, **kwargs)
 
     def for_decoding(self) -> "ModelLogits":
@@ -129,19 +133,24 @@ def _condition(condition, labels, context, context_mask) -> Condition:
 
 
 def model_logits_fn(model, *, labels=None, context=None, context_mask=None, condition=None,
-                    negative=None) -> ModelLogits:
+                    negative=None, sketch_guidance: float = 0.0) -> ModelLogits:
     """`ModelLogits` for `model`: `fn(tokens, drop_condition=None) -> logits [B, ..., V]`.
 
     The condition is `condition` (a `mgt.Condition`) or the separate `labels` / `context` /
     `context_mask`; only what the model takes is kept (`TransformerConfig.condition_input`).
-    `negative`: the condition of guidance's unconditional half (a negative prompt), same batch size."""
+    `negative`: the condition of guidance's unconditional half (a negative prompt), same batch size.
+    `sketch_guidance`: see `MaskedTransformer.__call__` (needs a `recycle_patches` model)."""
+    sketch_guidance = float(sketch_guidance)
+    if sketch_guidance and not getattr(model.config, "recycle_patches", False):
+        raise ValueError(f"sketch_guidance={sketch_guidance} needs a model that recycles its sketch "
+                         "(config.model.recycle_patches=True); this one does not: set it to 0")
     graphdef, state = nnx.split(model)
     cond = _model_condition(model, _condition(condition, labels, context, context_mask))
     if negative is not None:
         if model.config.condition_input == "none":
             raise ValueError("a negative condition needs a conditional model; this one is unconditional")
         negative = _model_condition(model, negative.with_default_task(model.config, negative.batch_size or 0))
-    return ModelLogits(graphdef, state, cond, negative=negative)
+    return ModelLogits(graphdef, state, cond, negative=negative, sketch_guidance=sketch_guidance)
 
 
 def _model_condition(model, cond: Condition) -> Condition:
@@ -157,12 +166,13 @@ def _model_condition(model, cond: Condition) -> Condition:
 
 
 def model_inputs(model, *, batch_size=None, labels=None, context=None, context_mask=None, condition=None,
-                 tokens=None, guidance_scale=0.0, negative=None):
+                 tokens=None, guidance_scale=0.0, negative=None, sketch_guidance=0.0):
     """Check a model's sampling inputs on the host → `(ModelLogits, starting tokens)`.
 
     The starting grid is all masked unless `tokens` is given; its batch size comes from
     `batch_size`, the condition or `tokens`. `negative` (a `Condition` of the same batch size) replaces
     the null condition in guidance's unconditional half (negative prompts; needs guidance_scale != 0).
+    `sketch_guidance`: see `MaskedTransformer.__call__`.
     """
     cond = _condition(condition, labels, context, context_mask)
     if tokens is None:
@@ -182,12 +192,13 @@ def model_inputs(model, *, batch_size=None, labels=None, context=None, context_m
                            tasks=negative.tasks, context_ids=negative.context_ids)
     elif guidance_scale and not model.config.null_condition:
         raise ValueError("guidance_scale != 0 needs a model trained with a null condition (null_condition=True)")
-    fn = model_logits_fn(model, condition=cond, negative=negative)
+    fn = model_logits_fn(model, condition=cond, negative=negative, sketch_guidance=sketch_guidance)
     return fn, np.asarray(tokens, np.int32)
 
 
 def sample(model, rng, *, batch_size: int | None = None, labels=None, context=None, context_mask=None,
-           condition=None, tokens=None, mask_id: int | None = None, negative=None, **decode_kwargs):
+           condition=None, tokens=None, mask_id: int | None = None, negative=None, sketch_guidance: float = 0.0,
+           **decode_kwargs):
     """Generate token grids with `model` (its weights are arguments of the compiled loop).
 
     Args:
@@ -199,6 +210,7 @@ def sample(model, rng, *, batch_size: int | None = None, labels=None, context=No
       condition: a `mgt.Condition` instead of labels / context / context_mask.
       tokens: int32 `[B, *grid(, K)]` starting grid (partly known for editing); all masked by default.
       negative: a `Condition` for guidance's unconditional half (negative prompts).
+      sketch_guidance: see `MaskedTransformer.__call__` (a `recycle_patches` model; 0: off).
       mask_id: defaults to the model's `spec.mask_id`.
       **decode_kwargs: options of `mgt.decoding.decode` (num_steps, schedule, guidance_scale, ...).
     Returns:
@@ -206,7 +218,7 @@ def sample(model, rng, *, batch_size: int | None = None, labels=None, context=No
     """
     fn, tokens = model_inputs(model, batch_size=batch_size, labels=labels, context=context,
                               context_mask=context_mask, condition=condition, tokens=tokens, negative=negative,
-                              guidance_scale=decode_kwargs.get("guidance_scale", 0.0))
+                              guidance_scale=decode_kwargs.get("guidance_scale", 0.0), sketch_guidance=sketch_guidance)
     return decode(fn, tokens, rng, mask_id=model.spec.mask_id if mask_id is None else mask_id, **decode_kwargs)
 
 
@@ -246,7 +258,8 @@ def parse_stages(text, num_levels: int, *, argument: str = "config.sample.stages
 def decode_options(sample_config, num_levels: int = 1, **overrides) -> dict:
     """Keyword arguments of `decode` / `GenerationPipeline.generate` from a config's `sample` section
     (num_steps, temperatures, guidance, top-k / top-p / typical filtering, the commit ranking
-    `confidence`, the level plan `stages`);
+    `confidence`, the level plan `stages`; `temperature_final` and `sketch_guidance` only when the config
+    sets them);
     `overrides` that are not None replace the config's values (e.g. from command-line options)."""
     s = sample_config
     values = dict(num_steps=s.num_steps, choice_temperature=s.choice_temperature, temperature=s.temperature,
@@ -266,4 +279,8 @@ def decode_options(sample_config, num_levels: int = 1, **overrides) -> dict:
         raise ValueError(f"{argument}={out['confidence']!r}; expected one of {CONFIDENCES}")
     argument = "--stages" if "stages" in overrides and overrides["stages"] is not None else "config.sample.stages"
     out["stages"] = parse_stages(values["stages"], num_levels, argument=argument)
+    if s.get("temperature_final") is not None:  # annealed linearly from `temperature` over the steps
+        out["temperature_final"] = float(s.temperature_final)
+    if float(s.get("sketch_guidance", 0.0)):
+        out["sketch_guidance"] = float(s.sketch_guidance)
     return out

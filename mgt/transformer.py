@@ -315,7 +315,7 @@ class MaskedTransformer(nnx.Module):
     @scoped("transformer")
     def __call__(self, tokens, *, labels=None, context=None, context_mask=None, drop_condition=None,
                  tasks=None, segment_ids=None, deterministic: bool = True, dropout_rng=None, layers=None,
-                 context_ids=None, with_patches: bool = False):
+                 context_ids=None, with_patches: bool = False, sketch_guidance: float = 0.0):
         """Logits over the codes of every cell.
 
         Args:
@@ -331,12 +331,19 @@ class MaskedTransformer(nnx.Module):
           layers: the blocks' weights as `layer_states()` lays them out, to run the layers one after
             another over them instead of scanning the stacked blocks (decoding does; see there).
           with_patches: also return the auxiliary head's input patches (`config.patch_dim` > 0).
+          sketch_guidance: s (`recycle_patches` models, inference): the logits l of the pass that reads the
+            sketch are pushed away from those of the plain first pass, l + s · (l − l_plain), in the rows
+            not marked by `drop_condition` (guidance's unconditional half keeps l) — the same network
+            without its sketch serves as the weaker model of autoguidance (Karras et al. 2024). 0: off.
         Returns:
           float32 logits `[B, *grid(, K), V]`; with `with_patches`, `(logits, patches float32 [B, *grid, P])`.
         """
         cfg = self.config
         if with_patches and not cfg.patch_dim:
             raise ValueError("with_patches=True needs a model with an input-patch head (config.patch_dim > 0)")
+        if sketch_guidance and not (cfg.recycle_patches and deterministic):
+            raise ValueError(f"sketch_guidance={sketch_guidance} needs a model that recycles its sketch "
+                             "(config.model.recycle_patches=True), at inference (deterministic=True)")
         b = tokens.shape[0]
         seq = tokens.reshape((b, -1, cfg.num_levels))  # [B, N, K]
         if segment_ids is not None:
@@ -350,11 +357,15 @@ class MaskedTransformer(nnx.Module):
             # half trains the first pass, and the first pass runs on half the batch
             h = b if deterministic else b // 2
             first_kwargs = dict(kwargs, **{k: v[:h] for k, v in kwargs.items() if k in _PER_EXAMPLE and v is not None})
-            _, first = self.sequence_logits(seq[:h], with_patches=True, **first_kwargs)
+            plain, first = self.sequence_logits(seq[:h], with_patches=True, **first_kwargs)
             feedback = jax.lax.stop_gradient(first[:, cfg.num_prefix:])  # [h, N, P]
             feedback = jnp.pad(feedback, ((0, b - h), (0, 0), (0, 0)))  # [B, N, P]
         logits = self.sequence_logits(seq, with_patches=with_patches, feedback=feedback, **kwargs)
         logits, patches = logits if with_patches else (logits, None)
+        if sketch_guidance:  # [B, P + N, K, V]; the plain pass ran on the whole batch (inference)
+            guided = logits + float(sketch_guidance) * (logits - plain)
+            logits = guided if drop_condition is None else jnp.where(
+                jnp.asarray(drop_condition).reshape((b,) + (1,) * (logits.ndim - 1)), logits, guided)
         logits = logits[:, cfg.num_prefix:].reshape(tokens.shape + (cfg.codebook_size,))  # [B, *grid(, K), V]
         if patches is None:
             return logits

@@ -183,6 +183,10 @@ def test_decode_options_from_a_sample_config():
     assert opts["stages"] == [((0,), 16), ((1,), 1), ((2,), 1), ((3,), 2)]
     assert opts["typical_p"] == 0.9 and opts["num_steps"] == 3
     assert opts["confidence"] == "logprob" and decode_options(s, 4, confidence="logit")["confidence"] == "logit"
+    assert "temperature_final" not in opts and "sketch_guidance" not in opts  # only when the config sets them
+    s.temperature_final, s.sketch_guidance = 0.5, 0.75
+    opts = decode_options(s, 4)
+    assert opts["temperature_final"] == 0.5 and opts["sketch_guidance"] == 0.75
     with pytest.raises(ValueError, match=r"--confidence='margin'; expected one of \('logprob', 'logit'\)"):
         decode_options(s, 4, confidence="margin")
     bad_config = base_config().sample

@@ -224,6 +224,10 @@ def test_config_checked_before_anything_is_written_and_corrected_before_training
     with pytest.raises(ValueError, match="patch_loss=1.0 with config.model.patch_dim=0: expected both > 0"):
         train(c, path, quiet=True)
     c.transformer_train.patch_loss = 0.0
+    c.sample.sketch_guidance = 0.5  # sketch guidance needs a recycling model
+    with pytest.raises(ValueError, match=r"config.sample.sketch_guidance=0.5 needs .*recycle_patches=True"):
+        train(c, path, quiet=True)
+    c.sample.sketch_guidance = 0.0
     c.data.num_classes = 3  # the digits have 10: the data is checked before anything is written too
     with pytest.raises(ValueError, match=r"labels up to 9 but config.data.num_classes=3; set .*num_classes=10"):
         train(c, path, quiet=True)

@@ -259,6 +259,25 @@ def test_input_patch_head_regresses_the_block_under_each_cell():
     with pytest.raises(ValueError, match="recycle_patches=True .* needs patch_dim > 0"):
         TransformerConfig(grid=(2, 3), codebook_size=8, recycle_patches=True)
 
+    # sketch guidance: l + s · (l − l_plain) where guidance's unconditional rows (drop_condition) keep l
+    sketched = recycled(tokens)
+    plain = model(tokens)  # the same weights without the recycle kernel: the first pass
+    drop = jnp.array([False, True])
+    guided = recycled(tokens, sketch_guidance=0.5, drop_condition=drop)
+    np.testing.assert_allclose(guided[0], sketched[0] + 0.5 * (sketched[0] - plain[0]), atol=1e-4)
+    np.testing.assert_allclose(guided[1], sketched[1], atol=1e-6)
+    np.testing.assert_allclose(recycled(tokens, sketch_guidance=0.0), sketched, atol=1e-6)
+    with pytest.raises(ValueError, match=r"sketch_guidance=0.5 needs a model that recycles its sketch"):
+        model(tokens, sketch_guidance=0.5)
+    with pytest.raises(ValueError, match=r"sketch_guidance=0.5 needs .* at inference"):
+        recycled(tokens, sketch_guidance=0.5, deterministic=False, dropout_rng=jax.random.key(3))
+    from mgt.sampling import model_logits_fn
+
+    fn = model_logits_fn(recycled, sketch_guidance=0.5)
+    np.testing.assert_allclose(fn(tokens), recycled(tokens, sketch_guidance=0.5), atol=1e-6)
+    with pytest.raises(ValueError, match=r"sketch_guidance=0.5 needs a model that recycles .*: set it to 0"):
+        model_logits_fn(model, sketch_guidance=0.5)
+
 
 def test_grid_rope_scores_depend_on_grid_offsets_only():
     from mgt.ar import ARTransformer

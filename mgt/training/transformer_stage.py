@@ -148,6 +148,9 @@ class TransformerStage(Stage):
             raise ValueError("config.transformer_train.prompt_fraction / mask_span apply to "
                              f"mask_structure='levelwise', not {tc.mask_structure!r}")
         decode_options(config.sample, self.spec_in.num_levels)  # sampling options checked before training
+        if float(config.sample.get("sketch_guidance", 0.0)) and not self.model_config.recycle_patches:
+            raise ValueError(f"config.sample.sketch_guidance={config.sample.sketch_guidance} needs a model that "
+                             "recycles its sketch (config.model.recycle_patches=True); set it to 0")
         self.setup_model()
 
     def make_model(self):
