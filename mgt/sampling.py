@@ -139,7 +139,8 @@ def model_logits_fn(model, *, labels=None, context=None, context_mask=None, cond
     The condition is `condition` (a `mgt.Condition`) or the separate `labels` / `context` /
     `context_mask`; only what the model takes is kept (`TransformerConfig.condition_input`).
     `negative`: the condition of guidance's unconditional half (a negative prompt), same batch size.
-    `sketch_guidance`: see `MaskedTransformer.__call__` (needs a `recycle_patches` model)."""
+    `sketch_guidance`: see `MaskedTransformer.__call__` (needs a `recycle_patches` model; with a `negative`
+    condition it applies to both halves, the negative one included)."""
     sketch_guidance = float(sketch_guidance)
     if sketch_guidance and not getattr(model.config, "recycle_patches", False):
         raise ValueError(f"sketch_guidance={sketch_guidance} needs a model that recycles its sketch "
@@ -281,6 +282,9 @@ def decode_options(sample_config, num_levels: int = 1, **overrides) -> dict:
     out["stages"] = parse_stages(values["stages"], num_levels, argument=argument)
     if s.get("temperature_final") is not None:  # annealed linearly from `temperature` over the steps
         out["temperature_final"] = float(s.temperature_final)
+        if out["temperature_final"] <= 0:
+            raise ValueError(f"config.sample.temperature_final={s.temperature_final}; expected > 0 (or unset: no "
+                             "annealing)")
     if float(s.get("sketch_guidance", 0.0)):
         out["sketch_guidance"] = float(s.sketch_guidance)
     return out

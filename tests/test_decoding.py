@@ -187,6 +187,9 @@ def test_decode_options_from_a_sample_config():
     s.temperature_final, s.sketch_guidance = 0.5, 0.75
     opts = decode_options(s, 4)
     assert opts["temperature_final"] == 0.5 and opts["sketch_guidance"] == 0.75
+    s.temperature_final = 0.0
+    with pytest.raises(ValueError, match=r"config.sample.temperature_final=0.0; expected > 0"):
+        decode_options(s, 4)
     with pytest.raises(ValueError, match=r"--confidence='margin'; expected one of \('logprob', 'logit'\)"):
         decode_options(s, 4, confidence="margin")
     bad_config = base_config().sample
