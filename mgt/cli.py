@@ -217,7 +217,12 @@ def _sample(argv) -> int:
     p.add_argument("--guidance", type=_number("--guidance", float, 0), default=None,
                    help="classifier-free guidance scale, >= 0 (default: the config's)")
     p.add_argument("--temperature", type=float, default=None, help="sampling temperature")
+    p.add_argument("--temperature-final", type=float, default=None,
+                   help="anneal the temperature linearly to this over the steps (default: the config's)")
     p.add_argument("--choice-temperature", type=float, default=None, help="Gumbel noise of the confidence")
+    p.add_argument("--sketch-guidance", type=float, default=None,
+                   help="a recycling model's sketched pass pushed away from its plain pass, 0: off "
+                        "(default: the config's)")
     p.add_argument("--confidence", default=None,
                    help="what ranks sampled codes for committing: logprob (MaskGIT) or logit (default: the config's)")
     p.add_argument("--top-k", type=_number("--top-k", int, 0), default=None, help="sample from the k likeliest codes")
@@ -245,7 +250,8 @@ def _sample(argv) -> int:
     options = decode_options(config.sample, pipe.spec.num_levels, num_steps=args.steps,
                              choice_temperature=args.choice_temperature, temperature=args.temperature,
                              guidance_scale=args.guidance, top_k=args.top_k, top_p=args.top_p,
-                             typical_p=args.typical_p, stages=args.stages, confidence=args.confidence)
+                             typical_p=args.typical_p, stages=args.stages, confidence=args.confidence,
+                             temperature_final=args.temperature_final, sketch_guidance=args.sketch_guidance)
     # one key per sample, whatever the batching: the same --seed gives the same samples at any --batch-size
     keys = jax.random.split(jax.random.key(args.seed), num)
     batch = min(args.batch_size, num)

@@ -260,7 +260,7 @@ def decode_options(sample_config, num_levels: int = 1, **overrides) -> dict:
     """Keyword arguments of `decode` / `GenerationPipeline.generate` from a config's `sample` section
     (num_steps, temperatures, guidance, top-k / top-p / typical filtering, the commit ranking
     `confidence`, the level plan `stages`; `temperature_final` and `sketch_guidance` only when the config
-    sets them);
+    sets them, or an override does);
     `overrides` that are not None replace the config's values (e.g. from command-line options)."""
     s = sample_config
     values = dict(num_steps=s.num_steps, choice_temperature=s.choice_temperature, temperature=s.temperature,
@@ -280,11 +280,15 @@ def decode_options(sample_config, num_levels: int = 1, **overrides) -> dict:
         raise ValueError(f"{argument}={out['confidence']!r}; expected one of {CONFIDENCES}")
     argument = "--stages" if "stages" in overrides and overrides["stages"] is not None else "config.sample.stages"
     out["stages"] = parse_stages(values["stages"], num_levels, argument=argument)
-    if s.get("temperature_final") is not None:  # annealed linearly from `temperature` over the steps
-        out["temperature_final"] = float(s.temperature_final)
+    final = overrides.get("temperature_final")
+    argument = "--temperature-final" if final is not None else "config.sample.temperature_final"
+    final = s.get("temperature_final") if final is None else final
+    if final is not None:  # annealed linearly from `temperature` over the steps
+        out["temperature_final"] = float(final)
         if out["temperature_final"] <= 0:
-            raise ValueError(f"config.sample.temperature_final={s.temperature_final}; expected > 0 (or unset: no "
-                             "annealing)")
-    if float(s.get("sketch_guidance", 0.0)):
-        out["sketch_guidance"] = float(s.sketch_guidance)
+            raise ValueError(f"{argument}={final}; expected > 0 (or unset: no annealing)")
+    sketch = overrides.get("sketch_guidance")
+    sketch = float(s.get("sketch_guidance", 0.0) if sketch is None else sketch)
+    if sketch:
+        out["sketch_guidance"] = sketch
     return out

@@ -187,6 +187,10 @@ def test_decode_options_from_a_sample_config():
     s.temperature_final, s.sketch_guidance = 0.5, 0.75
     opts = decode_options(s, 4)
     assert opts["temperature_final"] == 0.5 and opts["sketch_guidance"] == 0.75
+    opts = decode_options(s, 4, temperature_final=0.8, sketch_guidance=0.0)  # command-line overrides win
+    assert opts["temperature_final"] == 0.8 and "sketch_guidance" not in opts
+    with pytest.raises(ValueError, match=r"--temperature-final=-1.0; expected > 0"):
+        decode_options(s, 4, temperature_final=-1.0)
     s.temperature_final = 0.0
     with pytest.raises(ValueError, match=r"config.sample.temperature_final=0.0; expected > 0"):
         decode_options(s, 4)

@@ -71,6 +71,11 @@ def test_sample_npz_and_png(workdir, tmp_path, capsys):
     from PIL import Image
 
     assert Image.open(png).size[0] > 64
+    capsys.readouterr()
+    # sketch guidance needs a recycling model: a one-line error naming it, before anything is generated
+    assert cli.main(["sample", "--workdir", workdir, "--steps", "4", "--sketch-guidance", "1",
+                     "--temperature-final", "0.5", "--out", png]) == 1
+    assert "sketch_guidance=1.0 needs a model that recycles its sketch" in capsys.readouterr().err
     # `mgt reconstruct`: the .npz's images through the tokenizer, same N and labels
     recon = str(tmp_path / "r.npz")
     assert cli.main(["reconstruct", "--workdir", workdir, "--input", out, "--out", recon]) == 0
