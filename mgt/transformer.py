@@ -352,7 +352,8 @@ class MaskedTransformer(nnx.Module):
                       tasks=tasks, segment_ids=segment_ids, deterministic=deterministic, context_ids=context_ids,
                       dropout_rng=dropout_rng, layers=layers, codes_only=True)
         feedback = None
-        if cfg.recycle_patches:  # the first pass's sketch of every cell (its code logits are never computed)
+        if cfg.recycle_patches:  # the first pass's sketch of every cell (its code logits are computed only for
+            # sketch guidance; otherwise XLA drops them)
             # in training only the first half of the batch gets a sketch (examples come shuffled): the other
             # half trains the first pass, and the first pass runs on half the batch
             h = b if deterministic else b // 2
