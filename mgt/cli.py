@@ -216,6 +216,9 @@ def _sample(argv) -> int:
     p.add_argument("--steps", type=_number("--steps"), default=None, help="decoding steps (default: the config's)")
     p.add_argument("--guidance", type=_number("--guidance", float, 0), default=None,
                    help="classifier-free guidance scale, >= 0 (default: the config's)")
+    p.add_argument("--guidance-schedule", default=None,
+                   help="constant, or linear / cosine: the guidance scale ramped up to --guidance over the steps "
+                        "(default: the config's)")
     p.add_argument("--temperature", type=float, default=None, help="sampling temperature")
     p.add_argument("--temperature-final", type=float, default=None,
                    help="anneal the temperature linearly to this over the steps (default: the config's)")
@@ -251,7 +254,8 @@ def _sample(argv) -> int:
                              choice_temperature=args.choice_temperature, temperature=args.temperature,
                              guidance_scale=args.guidance, top_k=args.top_k, top_p=args.top_p,
                              typical_p=args.typical_p, stages=args.stages, confidence=args.confidence,
-                             temperature_final=args.temperature_final, sketch_guidance=args.sketch_guidance)
+                             temperature_final=args.temperature_final, sketch_guidance=args.sketch_guidance,
+                             guidance_schedule=args.guidance_schedule)
     # one key per sample, whatever the batching: the same --seed gives the same samples at any --batch-size
     keys = jax.random.split(jax.random.key(args.seed), num)
     batch = min(args.batch_size, num)

@@ -133,6 +133,9 @@ def base_config() -> config_dict.ConfigDict:
     # a recycling model's sketched pass pushed away from its plain pass (MaskedTransformer, sketch_guidance); 0: off
     c.sample.sketch_guidance = 0.0
     c.sample.guidance = 0.0
+    # "linear" / "cosine": the guidance scale ramped up from ~0 at the first step to `guidance` at the last
+    # (`mgt.decoding.decode`; weak guidance while the layout is chosen, full guidance for the details)
+    c.sample.guidance_schedule = "constant"
     c.sample.per_class = 1
     c.sample.top_k = 0  # 0: off
     c.sample.top_p = 1.0  # 1.0: off

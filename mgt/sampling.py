@@ -16,7 +16,7 @@ import numpy as np
 from flax import nnx, struct
 
 from mgt.condition import Condition
-from mgt.decoding import CONFIDENCES, decode
+from mgt.decoding import CONFIDENCES, GUIDANCE_SCHEDULES, decode
 
 
 @struct.dataclass
@@ -259,8 +259,8 @@ def parse_stages(text, num_levels: int, *, argument: str = "config.sample.stages
 def decode_options(sample_config, num_levels: int = 1, **overrides) -> dict:
     """Keyword arguments of `decode` / `GenerationPipeline.generate` from a config's `sample` section
     (num_steps, temperatures, guidance, top-k / top-p / typical filtering, the commit ranking
-    `confidence`, the level plan `stages`; `temperature_final` and `sketch_guidance` only when the config
-    sets them, or an override does);
+    `confidence`, the level plan `stages`; `temperature_final`, `sketch_guidance` and a `guidance_schedule`
+    other than "constant" only when the config sets them, or an override does);
     `overrides` that are not None replace the config's values (e.g. from command-line options)."""
     s = sample_config
     values = dict(num_steps=s.num_steps, choice_temperature=s.choice_temperature, temperature=s.temperature,
@@ -291,4 +291,11 @@ def decode_options(sample_config, num_levels: int = 1, **overrides) -> dict:
     sketch = float(s.get("sketch_guidance", 0.0) if sketch is None else sketch)
     if sketch:
         out["sketch_guidance"] = sketch
+    schedule = overrides.get("guidance_schedule")
+    argument = "--guidance-schedule" if schedule is not None else "config.sample.guidance_schedule"
+    schedule = str(s.get("guidance_schedule", "constant") if schedule is None else schedule)
+    if schedule not in GUIDANCE_SCHEDULES:
+        raise ValueError(f"{argument}={schedule!r}; expected one of {GUIDANCE_SCHEDULES}")
+    if schedule != "constant":  # the guidance scale ramped up over the steps (`mgt.decoding.decode`)
+        out["guidance_schedule"] = schedule
     return out

@@ -189,6 +189,17 @@ def test_decode_options_from_a_sample_config():
     assert opts["temperature_final"] == 0.5 and opts["sketch_guidance"] == 0.75
     opts = decode_options(s, 4, temperature_final=0.8, sketch_guidance=0.0)  # command-line overrides win
     assert opts["temperature_final"] == 0.8 and "sketch_guidance" not in opts
+    assert "guidance_schedule" not in opts  # "constant": decode's default
+    s.guidance_schedule = "linear"
+    assert decode_options(s, 4)["guidance_schedule"] == "linear"
+    assert "guidance_schedule" not in decode_options(s, 4, guidance_schedule="constant")
+    expected = r"expected one of \('constant', 'linear', 'cosine'\)"
+    with pytest.raises(ValueError, match=r"--guidance-schedule='exp'; " + expected):
+        decode_options(s, 4, guidance_schedule="exp")
+    s.guidance_schedule = "ramp"
+    with pytest.raises(ValueError, match=r"config.sample.guidance_schedule='ramp'; expected one of"):
+        decode_options(s, 4)
+    s.guidance_schedule = "constant"
     with pytest.raises(ValueError, match=r"--temperature-final=-1.0; expected > 0"):
         decode_options(s, 4, temperature_final=-1.0)
     s.temperature_final = 0.0

@@ -76,6 +76,8 @@ def test_sample_npz_and_png(workdir, tmp_path, capsys):
     assert cli.main(["sample", "--workdir", workdir, "--steps", "4", "--sketch-guidance", "1",
                      "--temperature-final", "0.5", "--out", png]) == 1
     assert "sketch_guidance=1.0 needs a model that recycles its sketch" in capsys.readouterr().err
+    assert cli.main(["sample", "--workdir", workdir, "--guidance-schedule", "exp", "--out", png]) == 1
+    assert "--guidance-schedule='exp'; expected one of" in capsys.readouterr().err
     # `mgt reconstruct`: the .npz's images through the tokenizer, same N and labels
     recon = str(tmp_path / "r.npz")
     assert cli.main(["reconstruct", "--workdir", workdir, "--input", out, "--out", recon]) == 0

@@ -283,10 +283,11 @@ def test_video_workdir_trains_samples_and_reads_back(video_workdir, tmp_path, ca
         assert f["videos"].shape == (3, 4, 32, 32, 1) and f["videos"].dtype == np.uint8
         assert f["labels"].tolist() == [3, 7, 3]
         first = f["videos"]
-    # the config's sampling (sketch guidance, temperature annealed to 0.5) overridden from the command line
+    # the config's sampling (sketch guidance, temperature annealed to 0.5, guidance ramped up linearly) overridden
+    # from the command line
     out = str(tmp_path / "c0.npz")
     assert main(["sample", "--workdir", video_workdir, "--labels", "3,7", "--num", "3", "--sketch-guidance", "0",
-                 "--temperature-final", "0.05", "--out", out]) == 0
+                 "--temperature-final", "0.05", "--guidance-schedule", "constant", "--out", out]) == 0
     with np.load(out) as f:
         assert f["videos"].shape == first.shape and not np.array_equal(f["videos"], first)
     from mgt.modalities.video.io import read_frames
