@@ -62,7 +62,7 @@ def get_config(arg: str | None = None):
         c.tokenizer.base_channels = 32
         c.tokenizer.token_group = 1
 
-    # 3,000 + 2,700 steps fill the 15-minute budget on the 2-core CPU (README). 2,000 tokenizer steps save a
+    # 3,000 + 2,500 steps fill the 15-minute budget on the 2-core CPU (README). 2,000 tokenizer steps save a
     # minute but cost generation: 0.50 / 0.52 of generated frames read as their class, not 0.67 / 0.66
     c.tokenizer_train.steps = 3000
     c.tokenizer_train.batch_size = 8
@@ -102,10 +102,12 @@ def get_config(arg: str | None = None):
     # (same tokens and steps; README, session 21)
     c.model.recycle_patches = not arg.causal
 
-    # 2,700 steps keep the job inside 15 minutes on the 2-core CPU (14 min 41 s with recycling, session 21).
+    # 2,500 steps keep the job inside 15 minutes on the 2-core CPU: with 2,700 it took 14 min 41 s in session 21
+    # and 15 min 18 s on 2026-12-05 in session 23 (Transformer 4.1 steps/s against 4.3), so 200 fewer give back
+    # some 50 s (README).
     # On one tokenizer, generated frames read as their class 0.651 / 0.669 / 0.768 after 2,700 / 3,000 / 6,000
     # (codes only, session 19, README)
-    c.transformer_train.steps = 2700
+    c.transformer_train.steps = 2500
     c.transformer_train.batch_size = 32
     c.transformer_train.learning_rate = 1e-3
     c.transformer_train.warmup_steps = 100
