@@ -383,13 +383,17 @@ def test_video_edits_run_every_commit_task_reject_bad_inputs_and_benchmark(video
     spec.loader.exec_module(module)
     out = tmp_path / "v.json"
     record = module.main(["--workdir", video_workdir, "--clips", "4", "--per-class", "1", "--steps", "2",
-                          "--json", str(out)])
+                          "--repeats", "2", "--json", str(out)])
     assert json.loads(out.read_text())[0]["clips"] == 4
     assert 0 <= record["tokenizer_ssim"] <= 1 and 0 < record["codebook_usage"] <= 1
     assert record["real_clips"]["frame_class_accuracy"] >= 0.75  # the classifier reads real moving digits
     assert record["real_clips"]["ink_speed"] >= 1.0  # real digits move 1–3 px per frame in x and y
-    assert np.isnan(record["generated"]["within_class_distance"])  # one clip per class: no pair to compare
-    assert 0 <= record["generated"]["frame_class_accuracy"] <= 1 and record["generated_clips"] == 10
+    # one clip per class at each of two sampling seeds, pooled: two clips of a class to compare
+    assert record["generated_clips"] == 20 and record["sampling_seeds"] == [0, 1]
+    assert np.isfinite(record["generated"]["within_class_distance"])
+    by_seed = record["generated"]["frame_class_accuracy_by_seed"]
+    assert len(by_seed) == 2 and record["generated"]["frame_class_accuracy"] == pytest.approx(np.mean(by_seed))
+    assert 0 <= record["generated"]["frame_class_accuracy"] <= 1
     assert len(record["generated"]["per_class_frame_accuracy"]) == 10  # one clip per class: none missing
     assert None not in record["generated"]["per_class_frame_accuracy"]
     fp = record["frame_prediction"]

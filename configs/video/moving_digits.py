@@ -118,21 +118,23 @@ def get_config(arg: str | None = None):
     c.transformer_train.ema_decay = 0.99
 
     # MaskGIT's Gumbel noise in the choice of which cells to commit, at 1 (MaskGIT's 4.5 is for ImageNet-size models;
-    # none read best until session 22): with the ramped guidance below it costs no class reads and keeps the clips
-    # of a class apart (0.102 against 0.095 at 0.5, mean grey distance; real clips 0.124)
+    # none read best until session 22): with the ramped guidance below it keeps the clips of a class apart at the
+    # same class reads (0.102 against 0.094 at 0.5, mean grey distance, 0.873 / 0.875 of frames; README)
     c.sample.choice_temperature = 1.0
     # cells committed by their raw (guided) logit rather than its log-probability: generated frames read
-    # as their class 0.737 against 0.719 (session 16: 800 clips, seeds 2 and 3, same model)
+    # as their class 0.737 against 0.719 (session 16: 800 clips, seeds 2 and 3, same model; 0.850 against 0.837
+    # with the decoding below, session 23)
     c.sample.confidence = "logit"
     # guidance ramped up linearly over the steps, to 6 at the last (weak while the clip's layout and motion are
-    # chosen, full for the details; the shape of schedule Wang et al. 2024 found best for diffusion) with sketch
-    # guidance 0.5 (the recycling model pushed away from its own plain pass, l + 0.5 · (l − l_plain)) and the
-    # temperature annealed from 1 to 0.5. Against session 22's decoding (constant guidance 4, sketch guidance 0.75,
-    # choice temperature 0.5; 10 clips per class at each of four sampling seeds): generated frames read as their
-    # class 0.873 / 0.863 against 0.825 / 0.840 (seeds 0–3 / 4–7), from training seed 1 0.825 against 0.799
-    # (seeds 0–3); two clips of a class differ by 0.102–0.107 against 0.063–0.090; the digits move 1.71–1.76 px
-    # per frame against 1.66–1.85. Guidance 5 / 7 read 0.865 / 0.856 and, from training seed 1, 0.803 / 0.822
-    # (6: 0.818; seeds 4–7); a cosine ramp reads as the linear one (README, session 23)
+    # chosen, full for the details: the monotonically increasing schedules Wang et al. 2024 found best for
+    # diffusion), with sketch guidance 0.5 (the recycling model pushed away from its own plain pass,
+    # l + 0.5 · (l − l_plain)) and the temperature annealed from 1 to 0.5. Against session 22's decoding (constant
+    # guidance 4, sketch guidance 0.75, choice temperature 0.5), 20 clips per class at each of sampling seeds 0–3
+    # (benchmarks/video_quality.py): generated frames read as their class 0.869 / 0.825 / 0.809 against
+    # 0.844 / 0.821 / 0.810 for three trained models (session 22's, this job's, one from training seed 1), and two
+    # clips of a class differ by 0.103–0.108 against 0.082–0.092 (real clips 0.124): more diverse clips at the
+    # same or better class reads. Guidance 5 / 7 read 0.865 / 0.856 on session 22's model (6: 0.873; 10 clips per
+    # class); a cosine ramp reads as the linear one (README, session 23)
     c.sample.guidance = 6.0
     c.sample.guidance_schedule = "linear"
     c.sample.sketch_guidance = 0.0 if arg.causal else 0.5
