@@ -266,8 +266,14 @@ def decode_options(sample_config, num_levels: int = 1, **overrides) -> dict:
     values = dict(num_steps=s.num_steps, choice_temperature=s.choice_temperature, temperature=s.temperature,
                   guidance_scale=s.guidance, top_k=s.get("top_k", 0), top_p=s.get("top_p", 1.0),
                   typical_p=s.get("typical_p", 1.0), stages=s.get("stages", ""),
-                  confidence=s.get("confidence", "logprob"))
+                  confidence=s.get("confidence", "logprob"), temperature_final=s.get("temperature_final"),
+                  sketch_guidance=s.get("sketch_guidance", 0.0),
+                  guidance_schedule=s.get("guidance_schedule", "constant"))
     values.update({k: v for k, v in overrides.items() if v is not None})
+
+    def argument(name: str) -> str:  # where a bad value came from, for its error: the flag or the config field
+        return "--" + name.replace("_", "-") if overrides.get(name) is not None else f"config.sample.{name}"
+
     out = dict(num_steps=int(values["num_steps"]), choice_temperature=float(values["choice_temperature"]),
                temperature=float(values["temperature"]), guidance_scale=float(values["guidance_scale"]))
     # 0 / 1.0 turn a filter off (ml_collections fields cannot hold None)
@@ -276,26 +282,18 @@ def decode_options(sample_config, num_levels: int = 1, **overrides) -> dict:
     out["typical_p"] = None if float(values["typical_p"]) >= 1.0 else float(values["typical_p"])
     out["confidence"] = str(values["confidence"])
     if out["confidence"] not in CONFIDENCES:
-        argument = "--confidence" if overrides.get("confidence") is not None else "config.sample.confidence"
-        raise ValueError(f"{argument}={out['confidence']!r}; expected one of {CONFIDENCES}")
-    argument = "--stages" if "stages" in overrides and overrides["stages"] is not None else "config.sample.stages"
-    out["stages"] = parse_stages(values["stages"], num_levels, argument=argument)
-    final = overrides.get("temperature_final")
-    argument = "--temperature-final" if final is not None else "config.sample.temperature_final"
-    final = s.get("temperature_final") if final is None else final
+        raise ValueError(f"{argument('confidence')}={out['confidence']!r}; expected one of {CONFIDENCES}")
+    out["stages"] = parse_stages(values["stages"], num_levels, argument=argument("stages"))
+    final = values["temperature_final"]
     if final is not None:  # annealed linearly from `temperature` over the steps
         out["temperature_final"] = float(final)
         if out["temperature_final"] <= 0:
-            raise ValueError(f"{argument}={final}; expected > 0 (or unset: no annealing)")
-    sketch = overrides.get("sketch_guidance")
-    sketch = float(s.get("sketch_guidance", 0.0) if sketch is None else sketch)
-    if sketch:
-        out["sketch_guidance"] = sketch
-    schedule = overrides.get("guidance_schedule")
-    argument = "--guidance-schedule" if schedule is not None else "config.sample.guidance_schedule"
-    schedule = str(s.get("guidance_schedule", "constant") if schedule is None else schedule)
+            raise ValueError(f"{argument('temperature_final')}={final}; expected > 0 (or unset: no annealing)")
+    if float(values["sketch_guidance"]):
+        out["sketch_guidance"] = float(values["sketch_guidance"])
+    schedule = str(values["guidance_schedule"])
     if schedule not in GUIDANCE_SCHEDULES:
-        raise ValueError(f"{argument}={schedule!r}; expected one of {GUIDANCE_SCHEDULES}")
+        raise ValueError(f"{argument('guidance_schedule')}={schedule!r}; expected one of {GUIDANCE_SCHEDULES}")
     if schedule != "constant":  # the guidance scale ramped up over the steps (`mgt.decoding.decode`)
         out["guidance_schedule"] = schedule
     return out
