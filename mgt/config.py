@@ -150,6 +150,8 @@ def base_config() -> config_dict.ConfigDict:
     c.mesh = config_dict.ConfigDict()
     c.mesh.data = -1  # -1: every device not used by fsdp
     c.mesh.fsdp = 1
+    # training only: > 0 splits the host CPU into that many devices for the mesh (`mgt.sharding.use_cpu_devices`)
+    c.mesh.cpu_devices = 0
 
     c.log_every = 50
     c.checkpoint_every = 500

@@ -403,17 +403,41 @@ def test_kill_9_and_resume_reaches_the_same_parameters(workdir, tmp_path):
 
 @pytest.mark.multidevice
 def test_same_losses_on_1_and_4_devices(workdir, tmp_path):
-    """Both stages on 4 fake CPU devices as a (data 2, fsdp 2) mesh — batches split 4 ways, parameters
-    and optimiser state sharded along fsdp — log the losses of the single-device session workdir."""
+    """Both stages on 4 CPU devices as a (data 2, fsdp 2) mesh — batches split 4 ways, parameters
+    and optimiser state sharded along fsdp — log the losses of the single-device session workdir. The
+    devices come from the config (`mesh.cpu_devices=4`): a 2 × 2 mesh on fewer devices would be refused."""
     sharded = str(tmp_path / "sharded")
     # one checkpoint per stage: orbax's sharded saves are slow on fake devices and prove nothing here
-    _run_train(sharded, "--config.mesh.data=2", "--config.mesh.fsdp=2", "--config.sample.per_class=0",
-               "--config.checkpoint_every=6", env={"XLA_FLAGS": _xla_flags(devices=4)})
+    _run_train(sharded, "--config.mesh.data=2", "--config.mesh.fsdp=2", "--config.mesh.cpu_devices=4",
+               "--config.sample.per_class=0", "--config.checkpoint_every=6")
     a, b = _records(workdir), _records(sharded)
     assert len(a) == len(b) == 6  # both stages, steps 2, 4, 6
     for ra, rb in zip(a, b):
         assert ra["stage"] == rb["stage"] and ra["step"] == rb["step"]
         assert rb["loss"] == pytest.approx(ra["loss"], rel=1e-4, abs=1e-5)
+
+
+def test_cpu_devices_after_jax_started_warns_and_user_settings_win(monkeypatch):
+    """In a process where JAX already ran, `mesh.cpu_devices` cannot apply: one warning names the field and
+    the environment variable; JAX_NUM_CPU_DEVICES or XLA_FLAGS' device count set by the user win silently."""
+    import warnings
+
+    import jax
+
+    from mgt import sharding
+
+    monkeypatch.setenv("XLA_FLAGS", "")  # the environment is read at the call; JAX keeps what it started with
+    monkeypatch.delenv("JAX_NUM_CPU_DEVICES", raising=False)
+    have = len(jax.devices("cpu"))
+    with pytest.warns(UserWarning, match=rf"config.mesh.cpu_devices={have + 1} .*JAX_NUM_CPU_DEVICES={have + 1}"):
+        sharding.use_cpu_devices(have + 1)
+    with warnings.catch_warnings():
+        warnings.simplefilter("error")
+        sharding.use_cpu_devices(0)
+        sharding.use_cpu_devices(have)
+        monkeypatch.setenv("JAX_NUM_CPU_DEVICES", "1")
+        sharding.use_cpu_devices(have + 1)
+    assert len(jax.devices("cpu")) == have
 
 
 @pytest.mark.multidevice
