@@ -48,6 +48,8 @@ def use_cpu_devices(n: int) -> None:
     in this process (a notebook, a test) the count cannot change: a warning then says so, and
     training goes on with the devices there are.
     """
+    if isinstance(n, bool) or not isinstance(n, (int, np.integer)):
+        raise ValueError(f"config.mesh.cpu_devices={n!r}; expected an integer (0: JAX's default, one CPU device)")
     n = int(n)
     if n <= 0 or "JAX_NUM_CPU_DEVICES" in os.environ or \
             "xla_force_host_platform_device_count" in os.environ.get("XLA_FLAGS", ""):

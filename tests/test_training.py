@@ -2,6 +2,7 @@
 
 import json
 import os
+import re
 import shutil
 import signal
 import subprocess
@@ -408,8 +409,9 @@ def test_same_losses_on_1_and_4_devices(workdir, tmp_path):
     devices come from the config (`mesh.cpu_devices=4`): a 2 × 2 mesh on fewer devices would be refused."""
     sharded = str(tmp_path / "sharded")
     # one checkpoint per stage: orbax's sharded saves are slow on fake devices and prove nothing here
+    flags = re.sub(r"--xla_force_host_platform_device_count=\d+", "", os.environ.get("XLA_FLAGS", ""))
     _run_train(sharded, "--config.mesh.data=2", "--config.mesh.fsdp=2", "--config.mesh.cpu_devices=4",
-               "--config.sample.per_class=0", "--config.checkpoint_every=6")
+               "--config.sample.per_class=0", "--config.checkpoint_every=6", env={"XLA_FLAGS": flags.strip()})
     a, b = _records(workdir), _records(sharded)
     assert len(a) == len(b) == 6  # both stages, steps 2, 4, 6
     for ra, rb in zip(a, b):
@@ -438,6 +440,8 @@ def test_cpu_devices_after_jax_started_warns_and_user_settings_win(monkeypatch):
         monkeypatch.setenv("JAX_NUM_CPU_DEVICES", "1")
         sharding.use_cpu_devices(have + 1)
     assert len(jax.devices("cpu")) == have
+    with pytest.raises(ValueError, match=r"config.mesh.cpu_devices='two'; expected an integer"):
+        sharding.use_cpu_devices("two")
 
 
 @pytest.mark.multidevice

@@ -141,7 +141,7 @@ def train(config, workdir: str, *, stage: str = "all", quiet: bool = False) -> d
     """Train the requested stage(s). Returns `{"tokenizer": state, "transformer": state}` of what ran."""
     if stage not in STAGES:
         raise ValueError(f"--stage={stage!r}; expected one of {STAGES}")
-    sharding.use_cpu_devices(int(config.mesh.get("cpu_devices", 0)))
+    sharding.use_cpu_devices(config.mesh.get("cpu_devices", 0))
     maybe_initialize_distributed()
     task = make_task(config)
     mesh = make_mesh(config)
