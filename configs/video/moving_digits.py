@@ -77,7 +77,7 @@ def get_config(arg: str | None = None):
     # 8 heads of 16 channels, not 4 of 32: carrying a digit through time is copying from cells at offsets set by its
     # velocity, and each head attends at one offset pattern. Generated frames read as their class 0.844 / 0.832
     # against 0.825 / 0.769 (Transformer training seeds 0 / 1 on one tokenizer, 800 clips each; frame prediction
-    # +0.3 dB); 16 heads 0.865 (seed 0) but 20 % slower steps, and at the 2,100 steps that fit 0.812 / 0.792
+    # +0.3 dB); 16 heads 0.865 / 0.842 but 17–20 % slower steps, and at the 2,100 steps that fit 0.812 / 0.792
     # (README, session 24)
     c.model.num_heads = 8
     # one embedding table per axis (time, row, column), summed, not 64 unrelated learned vectors: the clip's
