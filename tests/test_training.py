@@ -421,7 +421,8 @@ def test_same_losses_on_1_and_4_devices(workdir, tmp_path):
 
 def test_cpu_devices_after_jax_started_warns_and_user_settings_win(monkeypatch):
     """In a process where JAX already ran, `mesh.cpu_devices` cannot apply: one warning names the field and
-    the environment variable; JAX_NUM_CPU_DEVICES or XLA_FLAGS' device count set by the user win silently."""
+    the environment variable; JAX_NUM_CPU_DEVICES set by the user wins silently (XLA_FLAGS' device count takes
+    the same early return, untested here)."""
     import warnings
 
     import jax
