@@ -78,6 +78,9 @@ class ARTransformer(MaskedTransformer):
                              f"context_vocab_size={config.context_vocab_size}")
         if config.rope:
             raise ValueError("ARTransformer: rope=True is for masked models (its cached decoding has no grid RoPE)")
+        if config.relative_bias:
+            raise ValueError("ARTransformer: relative_bias=True is for masked models (its cached decoding has no "
+                             "relative bias)")
         super().__init__(config, rngs=rngs)
 
     # ------------------------------------------------------------------------------------------

@@ -20,7 +20,17 @@ import jax
 import jax.numpy as jnp
 from flax import nnx
 
-from mgt.layers import ZEROS, GeluMlp, LayerNorm, MultiHeadAttention, RMSNorm, SwiGluMlp, dropout, make_param
+from mgt.layers import (
+    ZEROS,
+    GeluMlp,
+    LayerNorm,
+    MultiHeadAttention,
+    RMSNorm,
+    SwiGluMlp,
+    dropout,
+    make_param,
+    relative_table_rows,
+)
 
 
 class MaskgitBlock(nnx.Module):
@@ -72,6 +82,9 @@ class ModernBlock(nnx.Module):
                                                       implementation=cfg.attention_impl, rngs=rngs)
         else:
             self.cross_norm = self.cross_attention = None
+        # zero: the block starts as one without the bias
+        self.relative_bias = (make_param(rngs, ZEROS, (cfg.num_heads, relative_table_rows(cfg.grid)), ("heads", None))
+                              if cfg.relative_bias else None)
         self.mlp_norm = RMSNorm(d, epsilon=eps, rngs=rngs)
         self.mlp = SwiGluMlp(d, cfg.mlp_dim, dtype=dtype, rngs=rngs)
         # adaLN-zero: the block starts as the identity when conditioned through adaLN.
@@ -79,7 +92,9 @@ class ModernBlock(nnx.Module):
                            if cfg.conditioning in ("adaln", "pooled_adaln") else None)
 
     def __call__(self, x, key, cond, context, context_mask, deterministic: bool, *, causal=False, cache=None,
-                 cache_index=None, self_mask=None, grid_positions=None):
+                 cache_index=None, self_mask=None, grid_positions=None, relative_index=None):
+        """relative_index: int `[L, L]` (`mgt.transformer.relative_offset_index`): each score's row of the
+        relative-bias table (with `cfg.relative_bias`)."""
         cfg = self.cfg
         k_attn, k_res1, k_cross, k_mlp = jax.random.split(key, 4)
         if self.modulation is not None:
@@ -89,9 +104,13 @@ class ModernBlock(nnx.Module):
             shift1 = scale1 = shift2 = scale2 = 0.0
             gate1 = gate2 = 1.0
         h = self.attention_norm(x) * (1 + scale1) + shift1
+        # [H, L, L]: each score's bias, gathered from the table by the pair's grid offset
+        bias = None
+        if self.relative_bias is not None and relative_index is not None:
+            bias = self.relative_bias[...][:, relative_index]
         h = self.self_attention(h.astype(x.dtype), None, self_mask, dropout_rate=cfg.attention_dropout_rate,
                                 key=k_attn, deterministic=deterministic, causal=causal, cache=cache,
-                                cache_index=cache_index, grid_positions=grid_positions)
+                                cache_index=cache_index, grid_positions=grid_positions, bias=bias)
         if cache is not None:
             h, cache = h
         x = x + (gate1 * dropout(h, cfg.dropout_rate, k_res1, deterministic)).astype(x.dtype)

@@ -17,6 +17,7 @@ from typing import Sequence
 
 import jax
 import jax.numpy as jnp
+import numpy as np
 from flax import nnx
 
 from mgt.profiling import scoped
@@ -130,11 +131,12 @@ class MultiHeadAttention(nnx.Module):
 
     @scoped("attention")
     def __call__(self, x, kv=None, kv_mask=None, *, dropout_rate=0.0, key=None, deterministic=True,
-                 causal=False, cache=None, cache_index=None, grid_positions=None):
+                 causal=False, cache=None, cache_index=None, grid_positions=None, bias=None):
         """x `[B, T, D]`, kv `[B, S, Dkv]` or None, kv_mask bool `[B, S]` (True = attend) → `[B, T, D]`.
 
         grid_positions: int `[T, A]` (self-attention only): rotate queries and keys by each position's
           A grid coordinates (`rotary_grid`), so that scores depend on grid offsets.
+        bias: float `[H, T, S]` or `[B, H, T, S]`, added to the attention scores (a relative position bias).
 
         Autoregressive use (self-attention only):
           causal: position t attends to positions <= t only.
@@ -169,13 +171,16 @@ class MultiHeadAttention(nnx.Module):
             causal = False  # the cache mask already is the causal mask at these positions
         scale = 1.0 / math.sqrt(self.head_dim)
         if self.implementation == "cudnn" and (deterministic or dropout_rate == 0.0):
-            y = jax.nn.dot_product_attention(q, k, v, mask=mask, scale=scale, is_causal=causal,
-                                             implementation="cudnn")
+            y = jax.nn.dot_product_attention(q, k, v, bias=None if bias is None else jnp.broadcast_to(
+                bias, (q.shape[0],) + bias.shape[-3:]).astype(q.dtype), mask=mask, scale=scale, is_causal=causal,
+                implementation="cudnn")
         else:
             # Written out rather than `jax.nn.dot_product_attention(implementation="xla")`, which
             # computes the same thing through 5-D grouped-query shapes that cost XLA a transpose of
             # q, k, v and the probabilities at every call on a CPU.
             logits = jnp.einsum("btnh,bsnh->bnts", q, k, preferred_element_type=jnp.float32) * scale
+            if bias is not None:
+                logits = logits + bias.astype(jnp.float32)
             if causal:
                 t, s = q.shape[1], k.shape[1]
                 tril = jnp.tril(jnp.ones((t, s), bool))[None, None]
@@ -211,6 +216,25 @@ def rotary_grid(x, positions, max_wavelength: float = 100.0):
     parts = jnp.split(x, list(itertools.accumulate(sizes[:-1])), axis=-1)
     return jnp.concatenate([rotary(part, positions[:, i], max_wavelength) if part.shape[-1] else part
                             for i, part in enumerate(parts)] + ([x[..., 2 * pairs:]] if x.shape[-1] % 2 else []), -1)
+
+
+def relative_table_rows(grid) -> int:
+    """Rows of a relative-bias table over `grid`: one per grid offset (`prod(2 g - 1)`), one for the prefix."""
+    return math.prod(2 * int(g) - 1 for g in grid) + 1
+
+
+def relative_offset_index(grid: tuple[int, ...], length: int) -> np.ndarray:
+    """int32 `[length, length]`: each (query, key) pair's row in a relative-bias table of
+    `prod(2 g - 1) + 1` rows — the cells (the last `prod(grid)` of `length` rows, raster order) by their
+    grid offset, any pair with a prefix row (class / task token) the last row."""
+    grid = tuple(int(g) for g in grid)
+    cells = np.stack(np.unravel_index(np.arange(math.prod(grid)), grid), -1)  # [N, A]
+    offset = cells[:, None, :] - cells[None, :, :] + (np.asarray(grid) - 1)  # [N, N, A] in [0, 2g - 2]
+    index = np.ravel_multi_index(tuple(np.moveaxis(offset, -1, 0)), tuple(2 * g - 1 for g in grid))
+    prefix = length - len(cells)
+    out = np.full((length, length), math.prod(2 * g - 1 for g in grid), np.int32)
+    out[prefix:, prefix:] = index
+    return out
 
 
 def _update_cache(cache, k, v, index):

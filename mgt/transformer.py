@@ -46,7 +46,7 @@ import numpy as np
 from flax import nnx
 
 from mgt.blocks import BLOCK_STYLES
-from mgt.layers import TRUNC_NORMAL, ZEROS, Dense, LayerNorm, RMSNorm, dropout, make_param
+from mgt.layers import TRUNC_NORMAL, ZEROS, Dense, LayerNorm, RMSNorm, dropout, make_param, relative_offset_index
 from mgt.profiling import scoped
 from mgt.tokens import TokenSpec
 
@@ -77,6 +77,9 @@ class TransformerConfig:
     # rotate self-attention's queries and keys by each cell's grid coordinates (axial RoPE; modern blocks):
     # scores see grid offsets, on top of the position embeddings (which still tell where the borders are)
     rope: bool = False
+    # a learned bias per head and grid offset added to self-attention's scores (Swin / T5 relative position
+    # bias, one table per layer; zero at the start): a head can attend at one exact offset between cells
+    relative_bias: bool = False
     conditioning: str = "none"
     null_condition: bool = False
     context_dim: int = 0
@@ -160,6 +163,8 @@ class TransformerConfig:
         if self.rope and (self.hidden_dim // self.num_heads) // 2 < len(self.grid):
             raise ValueError(f"rope=True: head size {self.hidden_dim // self.num_heads} has fewer channel pairs than "
                              f"the grid's {len(self.grid)} axes")
+        if self.relative_bias and self.block_style != "modern":
+            raise ValueError("relative_bias=True needs block_style='modern' (the official maskgit block has none)")
 
     @property
     def spec(self) -> TokenSpec:
@@ -502,6 +507,8 @@ class MaskedTransformer(nnx.Module):
         causal = self.causal_attention
 
         rope = {"grid_positions": self._grid_positions(x.shape[1])} if self.config.rope else {}
+        if self.config.relative_bias:
+            rope["relative_index"] = relative_offset_index(self.config.grid, x.shape[1])
 
         def body(x, layer):
             layer_state, key = layer

@@ -279,6 +279,40 @@ def test_input_patch_head_regresses_the_block_under_each_cell():
         model_logits_fn(model, sketch_guidance=0.5)
 
 
+def test_relative_bias_index_and_model():
+    from mgt.ar import ARTransformer
+    from mgt.layers import relative_offset_index, relative_table_rows
+
+    grid = (2, 3, 4)
+    rows = relative_table_rows(grid)
+    assert rows == 3 * 5 * 7 + 1
+    index = relative_offset_index(grid, 25)  # one prefix row, then the 24 cells
+    assert index.shape == (25, 25) and (index[0] == rows - 1).all() and (index[:, 0] == rows - 1).all()
+    cells = index[1:, 1:]
+    center = (rows - 1) // 2  # offset (0, 0, 0)
+    assert (np.diag(cells) == center).all() and (cells + cells.T == 2 * center).all()
+    # cell (0, 0, 0) → (1, 1, 2) and (0, 1, 1) → (1, 2, 3) share an offset; (0, 0, 1) → (1, 1, 2) does not
+    flat = lambda t, r, c: 1 + np.ravel_multi_index((t, r, c), grid)
+    assert index[flat(0, 0, 0), flat(1, 1, 2)] == index[flat(0, 1, 1), flat(1, 2, 3)]
+    assert index[flat(0, 0, 1), flat(1, 1, 2)] != index[flat(0, 0, 0), flat(1, 1, 2)]
+    assert len(np.unique(cells)) == rows - 1
+
+    # (not adaLN: its blocks start as the identity)
+    cfg = TransformerConfig(grid=grid, codebook_size=16, relative_bias=True, rope=True,
+                            tasks=("generation", "frame_prediction"), **TINY)
+    model = MaskedTransformer(cfg, rngs=nnx.Rngs(0))
+    assert model.blocks.relative_bias.shape == (1, 4, rows)  # [layers, heads, rows], zero at the start
+    tokens = jax.random.randint(jax.random.key(1), (2,) + grid, 0, 17)
+    before = model(tokens, tasks=jnp.array([0, 1]))
+    model.blocks.relative_bias[...] = jax.random.normal(jax.random.key(2), (1, 4, rows))
+    after = model(tokens, tasks=jnp.array([0, 1]))
+    assert float(jnp.abs(after - before).max()) > 1e-3
+    with pytest.raises(ValueError, match="relative_bias=True needs block_style='modern'"):
+        TransformerConfig(grid=(2, 2), codebook_size=8, relative_bias=True, block_style="maskgit")
+    with pytest.raises(ValueError, match="relative_bias=True is for masked models"):
+        ARTransformer(TransformerConfig(grid=(2, 2), codebook_size=8, relative_bias=True, **TINY), rngs=nnx.Rngs(0))
+
+
 def test_grid_rope_scores_depend_on_grid_offsets_only():
     from mgt.ar import ARTransformer
     from mgt.layers import rotary_grid
