@@ -93,7 +93,7 @@ class ModernBlock(nnx.Module):
 
     def __call__(self, x, key, cond, context, context_mask, deterministic: bool, *, causal=False, cache=None,
                  cache_index=None, self_mask=None, grid_positions=None, relative_index=None):
-        """relative_index: int `[L, L]` (`mgt.transformer.relative_offset_index`): each score's row of the
+        """relative_index: int `[L, L]` (`mgt.layers.relative_offset_index`): each score's row of the
         relative-bias table (with `cfg.relative_bias`)."""
         cfg = self.cfg
         k_attn, k_res1, k_cross, k_mlp = jax.random.split(key, 4)

@@ -506,15 +506,15 @@ class MaskedTransformer(nnx.Module):
         graphdef, stacked = nnx.split(self.blocks)
         causal = self.causal_attention
 
-        rope = {"grid_positions": self._grid_positions(x.shape[1])} if self.config.rope else {}
+        grid_args = {"grid_positions": self._grid_positions(x.shape[1])} if self.config.rope else {}
         if self.config.relative_bias:
-            rope["relative_index"] = relative_offset_index(self.config.grid, x.shape[1])
+            grid_args["relative_index"] = relative_offset_index(self.config.grid, x.shape[1])
 
         def body(x, layer):
             layer_state, key = layer
             block = nnx.merge(graphdef, layer_state, copy=True)
             return block(x, key, cond, context, context_mask, deterministic, causal=causal, self_mask=self_mask,
-                         **rope), None
+                         **grid_args), None
 
         if layers is not None:
             if len(layers) != self.config.num_layers:

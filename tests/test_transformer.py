@@ -301,7 +301,8 @@ def test_relative_bias_index_and_model():
     cfg = TransformerConfig(grid=grid, codebook_size=16, relative_bias=True, rope=True,
                             tasks=("generation", "frame_prediction"), **TINY)
     model = MaskedTransformer(cfg, rngs=nnx.Rngs(0))
-    assert model.blocks.relative_bias.shape == (1, 4, rows)  # [layers, heads, rows], zero at the start
+    assert model.blocks.relative_bias.shape == (1, 4, rows)  # [layers, heads, rows]
+    assert not model.blocks.relative_bias[...].any()  # zero at the start
     tokens = jax.random.randint(jax.random.key(1), (2,) + grid, 0, 17)
     before = model(tokens, tasks=jnp.array([0, 1]))
     model.blocks.relative_bias[...] = jax.random.normal(jax.random.key(2), (1, 4, rows))
