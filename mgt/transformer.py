@@ -103,6 +103,9 @@ class TransformerConfig:
     # cell — a sketch of the whole output in pixel space for the codes to agree with (AlphaFold's
     # recycling; in training half the batch gets no sketch, so the first pass is trained too). Needs patch_dim
     recycle_patches: bool = False
+    # ... and the first pass's code probabilities at masked positions too (stop-gradient, through a
+    # zero-initialised table `recycle_code_table [K, V, D]`: self-conditioning on what it believes)
+    recycle_codes: bool = False
     qk_norm: bool = False
     dropout_rate: float = 0.0
     attention_dropout_rate: float = 0.0
@@ -127,6 +130,8 @@ class TransformerConfig:
         if self.recycle_patches and not self.patch_dim:
             raise ValueError("recycle_patches=True feeds back the input-patch head's predictions; it needs "
                              "patch_dim > 0")
+        if self.recycle_codes and not self.recycle_patches:
+            raise ValueError("recycle_codes=True rides on the recycling pass; it needs recycle_patches=True")
         if len(set(self.tasks)) != len(self.tasks):
             raise ValueError(f"tasks={self.tasks}: names must be unique")
         if self.norm_epsilon is None:
@@ -311,6 +316,8 @@ class MaskedTransformer(nnx.Module):
             self.patch_kernel = make_param(rngs, TRUNC_NORMAL, (d, cfg.patch_dim), ("embed", None))
         if cfg.recycle_patches:  # zero: the model starts as one that ignores the sketch
             self.recycle_kernel = make_param(rngs, ZEROS, (cfg.patch_dim, d), (None, "embed"))
+        if cfg.recycle_codes:
+            self.recycle_code_table = make_param(rngs, ZEROS, (k, cfg.codebook_size, d), ("levels", "vocab", "embed"))
 
     # ------------------------------------------------------------------------------------------
     @property
@@ -365,7 +372,12 @@ class MaskedTransformer(nnx.Module):
             first_kwargs = dict(kwargs, **{k: v[:h] for k, v in kwargs.items() if k in _PER_EXAMPLE and v is not None})
             plain, first = self.sequence_logits(seq[:h], with_patches=True, **first_kwargs)
             feedback = jax.lax.stop_gradient(first[:, cfg.num_prefix:])  # [h, N, P]
-            feedback = jnp.pad(feedback, ((0, b - h), (0, 0), (0, 0)))  # [B, N, P]
+            if cfg.recycle_codes:  # [h, N, D]: the expected code embedding at each masked (cell, level)
+                probs = jax.nn.softmax(jax.lax.stop_gradient(plain[:, cfg.num_prefix:, :, :cfg.codebook_size]), -1)
+                probs = probs * (seq[:h] == cfg.spec.mask_id)[..., None]
+                codes = jnp.einsum("bnkv,kvd->bnd", probs, self.recycle_code_table[...])
+                feedback = jnp.concatenate([feedback, codes.astype(feedback.dtype)], -1)
+            feedback = jnp.pad(feedback, ((0, b - h), (0, 0), (0, 0)))  # [B, N, P (+ D)]
         logits = self.sequence_logits(seq, with_patches=with_patches, feedback=feedback, **kwargs)
         logits, patches = logits if with_patches else (logits, None)
         if sketch_guidance:  # [B, P + N, K, V]; the plain pass ran on the whole batch (inference)
@@ -405,7 +417,10 @@ class MaskedTransformer(nnx.Module):
         x, cond_vec, context, context_mask = self._embed_sequence(seq, labels, context, context_mask, drop_condition,
                                                                   prefix_ids, tasks, segment_ids)
         if feedback is not None:
-            sketch = feedback.astype(jnp.float32) @ self.recycle_kernel[...]  # [B, N, D]
+            p = cfg.patch_dim
+            sketch = feedback[..., :p].astype(jnp.float32) @ self.recycle_kernel[...]  # [B, N, D]
+            if feedback.shape[-1] > p:  # recycle_codes: the code beliefs, already embedded
+                sketch = sketch + feedback[..., p:].astype(jnp.float32)
             x = x + jnp.pad(sketch, ((0, 0), (x.shape[1] - sketch.shape[1], 0), (0, 0))).astype(x.dtype)
         if cfg.block_style == "maskgit" and not deterministic:
             x = dropout(x, cfg.dropout_rate, keys[-1], deterministic)

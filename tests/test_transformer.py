@@ -278,6 +278,22 @@ def test_input_patch_head_regresses_the_block_under_each_cell():
     with pytest.raises(ValueError, match=r"sketch_guidance=0.5 needs a model that recycles .*: set it to 0"):
         model_logits_fn(model, sketch_guidance=0.5)
 
+    # recycle_codes: the second pass also reads the first pass's code probabilities at masked (cell, level)
+    # positions through a zero table: no effect at the start, none where nothing is masked, trained
+    selfcond = MaskedTransformer(dataclasses.replace(cfg, recycle_patches=True, recycle_codes=True), rngs=nnx.Rngs(0))
+    assert selfcond.recycle_code_table.shape == (2, 8, cfg.hidden_dim) and not selfcond.recycle_code_table[...].any()
+    holes = tokens.at[0, 0, :, 1].set(cfg.spec.mask_id)  # some masked codes in example 0
+    np.testing.assert_allclose(selfcond(holes), model(holes), atol=1e-6)
+    selfcond.recycle_code_table[...] = jax.random.normal(jax.random.key(4), selfcond.recycle_code_table.shape)
+    np.testing.assert_allclose(selfcond(tokens), logits, atol=1e-6)  # nothing masked: nothing read
+    changed = jnp.abs(selfcond(holes) - model(holes)).max(axis=(1, 2, 3, 4))
+    assert float(changed[0]) > 1e-3 and float(changed[1]) < 1e-6
+    grads = nnx.grad(lambda m: m(holes, with_patches=True, deterministic=False,
+                                 dropout_rng=jax.random.key(3))[0][0].sum())(selfcond)
+    assert float(jnp.abs(grads["recycle_code_table"][...]).sum()) > 0
+    with pytest.raises(ValueError, match="recycle_codes=True .* needs recycle_patches=True"):
+        TransformerConfig(grid=(2, 3), codebook_size=8, patch_dim=12, recycle_codes=True)
+
 
 def test_relative_bias_index_and_model():
     from mgt.ar import ARTransformer
