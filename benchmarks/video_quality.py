@@ -30,6 +30,8 @@ def main(argv=None):
     p.add_argument("--per-class", type=int, default=20, help="class-conditional clips per class")
     p.add_argument("--steps", type=int, default=None, help="decoding steps (default: the config's)")
     p.add_argument("--guidance", type=float, default=None, help="guidance scale (default: the config's)")
+    p.add_argument("--sketch-guidance", type=float, default=None,
+                   help="sketch guidance of a recycling model (default: the config's)")
     p.add_argument("--seed", type=int, default=0)
     p.add_argument("--repeats", type=int, default=4,
                    help="class-conditional clips drawn at sampling seeds --seed .. --seed + repeats − 1 and pooled "
@@ -52,7 +54,8 @@ def main(argv=None):
     pipe = mgt.load_pipeline(args.workdir)
     config, task, model, tokenizer = pipe.config, pipe.task, pipe.transformer, pipe.tokenizer
     # the config's decoding options (temperatures, filtering, ...) as `mgt sample` builds them
-    options = decode_options(config.sample, pipe.spec.num_levels, num_steps=args.steps, guidance_scale=args.guidance)
+    options = decode_options(config.sample, pipe.spec.num_levels, num_steps=args.steps, guidance_scale=args.guidance,
+                             sketch_guidance=args.sketch_guidance)
     if not model.config.null_condition:
         options["guidance_scale"] = 0.0
     steps, guidance = options["num_steps"], options["guidance_scale"]
