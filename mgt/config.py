@@ -90,8 +90,8 @@ def base_config() -> config_dict.ConfigDict:
     c.model.code_digits = ()
     c.model.patch_dim = 0  # > 0: an auxiliary head regresses each cell's input patch (see transformer_train.patch_loss)
     c.model.recycle_patches = False  # True: a second pass sees the first pass's predicted patches (needs patch_dim)
-    c.model.rope = False  # axial RoPE over the grid in self-attention (mgt.transformer), beside the position embeddings
     c.model.recycle_codes = False  # the recycling pass also reads the first pass's code probabilities
+    c.model.rope = False  # axial RoPE over the grid in self-attention (mgt.transformer), beside the position embeddings
     c.model.relative_bias = False  # a learned bias per head and grid offset on self-attention scores (mgt.transformer)
     c.model.qk_norm = False
     c.model.dropout_rate = 0.0

@@ -365,19 +365,18 @@ class MaskedTransformer(nnx.Module):
                       dropout_rng=dropout_rng, layers=layers, codes_only=True)
         feedback = None
         if cfg.recycle_patches:  # the first pass's sketch of every cell (its code logits are computed only for
-            # sketch guidance; otherwise XLA drops them)
+            # sketch guidance or recycle_codes; otherwise XLA drops them)
             # in training only the first half of the batch gets a sketch (examples come shuffled): the other
             # half trains the first pass, and the first pass runs on half the batch
             h = b if deterministic else b // 2
             first_kwargs = dict(kwargs, **{k: v[:h] for k, v in kwargs.items() if k in _PER_EXAMPLE and v is not None})
             plain, first = self.sequence_logits(seq[:h], with_patches=True, **first_kwargs)
-            feedback = jax.lax.stop_gradient(first[:, cfg.num_prefix:])  # [h, N, P]
-            if cfg.recycle_codes:  # [h, N, D]: the expected code embedding at each masked (cell, level)
-                probs = jax.nn.softmax(jax.lax.stop_gradient(plain[:, cfg.num_prefix:, :, :cfg.codebook_size]), -1)
+            feedback = jax.lax.stop_gradient(first[:, cfg.num_prefix:]) @ self.recycle_kernel[...]  # [h, N, D]
+            if cfg.recycle_codes:  # + the expected code embedding at each masked (cell, level)
+                probs = jax.nn.softmax(jax.lax.stop_gradient(plain[:, cfg.num_prefix:]), -1)  # [h, N, K, V]
                 probs = probs * (seq[:h] == cfg.spec.mask_id)[..., None]
-                codes = jnp.einsum("bnkv,kvd->bnd", probs, self.recycle_code_table[...])
-                feedback = jnp.concatenate([feedback, codes.astype(feedback.dtype)], -1)
-            feedback = jnp.pad(feedback, ((0, b - h), (0, 0), (0, 0)))  # [B, N, P (+ D)]
+                feedback = feedback + jnp.einsum("bnkv,kvd->bnd", probs, self.recycle_code_table[...])
+            feedback = jnp.pad(feedback, ((0, b - h), (0, 0), (0, 0)))  # [B, N, D]
         logits = self.sequence_logits(seq, with_patches=with_patches, feedback=feedback, **kwargs)
         logits, patches = logits if with_patches else (logits, None)
         if sketch_guidance:  # [B, P + N, K, V]; the plain pass ran on the whole batch (inference)
@@ -404,8 +403,8 @@ class MaskedTransformer(nnx.Module):
         head (codes, classes, mask — as the official model) and V for the modern head; with
         `codes_only` the maskgit head scores the V codes only (what sampling reads: half the head's work);
         with `with_patches`, `(logits, patches float32 [B, P + N, patch_dim])` (modern head only).
-        `feedback` float `[B, N, patch_dim]` (`recycle_patches` models): patches of a previous pass, added
-        to the cells' embeddings through `recycle_kernel`.
+        `feedback` float `[B, N, D]` (`recycle_patches` models): a previous pass's sketch (its patches through
+        `recycle_kernel`, with `recycle_codes` its code beliefs too), added to the cells' embeddings.
         """
         cfg = self.config
         dtype = cfg.compute_dtype
@@ -417,11 +416,7 @@ class MaskedTransformer(nnx.Module):
         x, cond_vec, context, context_mask = self._embed_sequence(seq, labels, context, context_mask, drop_condition,
                                                                   prefix_ids, tasks, segment_ids)
         if feedback is not None:
-            p = cfg.patch_dim
-            sketch = feedback[..., :p].astype(jnp.float32) @ self.recycle_kernel[...]  # [B, N, D]
-            if feedback.shape[-1] > p:  # recycle_codes: the code beliefs, already embedded
-                sketch = sketch + feedback[..., p:].astype(jnp.float32)
-            x = x + jnp.pad(sketch, ((0, 0), (x.shape[1] - sketch.shape[1], 0), (0, 0))).astype(x.dtype)
+            x = x + jnp.pad(feedback, ((0, 0), (x.shape[1] - feedback.shape[1], 0), (0, 0))).astype(x.dtype)
         if cfg.block_style == "maskgit" and not deterministic:
             x = dropout(x, cfg.dropout_rate, keys[-1], deterministic)
         self_mask, prefix_len = None, 0
