@@ -53,32 +53,54 @@ def run_stage(stage, *, workdir: str, config, meta: dict, quiet: bool = False):
     base_key = jax.random.key(int(config.seed))
     checkpoint_every = int(config.checkpoint_every) or total
     sample_every = int(config.sample_every)
+    log_every = int(config.log_every)
     losses = []  # (step, loss) of this run, for the divergence report
+
+    def read(done, metrics):
+        """Step `done`'s metrics on the host: NaN guard, progress bar. Waits for that step to finish."""
+        metrics = {k: float(v) for k, v in jax.device_get(metrics).items()}
+        bad = [k for k in ("loss", "grad_norm") if k in metrics and not math.isfinite(metrics[k])]
+        if bad:
+            ckpt.wait()
+            raise TrainingDiverged(_divergence_message(stage.name, bad[0], metrics[bad[0]], done,
+                                                       ckpt.latest_step(), losses, workdir))
+        if "loss" in metrics:
+            losses.append((done, metrics["loss"]))
+        writer.progress(done, {"loss": metrics.get("loss", float("nan"))})
+        return metrics
+
+    # A step's metrics are read after the next step is dispatched, so that the host fetches and places the next
+    # batch while the devices still run this step, rather than the devices idling while it does (the video main
+    # job's Transformer: 4.15 against 4.00 steps/s on the 2-core CPU). Steps that save, sample or end the run are
+    # read at once: no checkpoint or sample comes from a step whose loss was not checked.
+    pending = None  # (done, metrics on the device) of the step before
     try:
         for step in range(start, total):
             batch = stage.batch_to_device(next(iterator))
             state, metrics = stage.train_step(state, batch, jax.random.fold_in(base_key, step))
-            metrics = {k: float(v) for k, v in jax.device_get(metrics).items()}
             done = step + 1
-            bad = [k for k in ("loss", "grad_norm") if k in metrics and not math.isfinite(metrics[k])]
-            if bad:
-                ckpt.wait()
-                raise TrainingDiverged(_divergence_message(stage.name, bad[0], metrics[bad[0]], done,
-                                                           ckpt.latest_step(), losses, workdir))
-            if "loss" in metrics:
-                losses.append((done, metrics["loss"]))
-            writer.progress(done, {"loss": metrics.get("loss", float("nan"))})
-            if done % checkpoint_every == 0 or done == total:
-                ckpt.save(done, state, data_iterator=iterator, meta=meta)
-            sample_metrics = {}
+            if pending is not None:  # the step before, finished or nearly so
+                before, before_metrics = pending
+                pending = None
+                before_metrics = read(before, before_metrics)
+                if before % log_every == 0:
+                    writer.write(before, before_metrics)
+            save = done % checkpoint_every == 0 or done == total
             due = bool(sample_every) and done % sample_every == 0
             final_path = getattr(stage, "final_samples_path", None) if done == total else None
+            if not (save or due or final_path):
+                pending = (done, metrics)
+                continue
+            metrics = read(done, metrics)
+            if save:
+                ckpt.save(done, state, data_iterator=iterator, meta=meta)
+            sample_metrics = {}
             if final_path:  # one generation for the final grid and, when due, the step's grid beside it
                 sample_metrics = stage.write_samples(state, done, writer,
                                                      path=[None, final_path] if due else final_path) or {}
             elif due:
                 sample_metrics = stage.write_samples(state, done, writer) or {}
-            if done % int(config.log_every) == 0 or done == total or sample_metrics:
+            if done % log_every == 0 or done == total or sample_metrics:
                 writer.write(done, {**metrics, **sample_metrics})
     finally:
         writer.close()
