@@ -129,7 +129,10 @@ def get_config(arg: str | None = None):
     # took 13 min 46 s (Transformer 4.44 steps/s with 8 heads; session 23's with 4 heads on one device: 14 min 2 s)
     c.mesh.cpu_devices = 2
     c.transformer_train.batch_size = 32
-    c.transformer_train.learning_rate = 1e-3
+    # 3e-3, not 1e-3: at 2,500 steps the model is still learning fast (3,500 steps at 1e-3 read 0.939), and a larger
+    # step gets there sooner. Generated frames read as their class 0.944 / 0.931 against 0.931 / 0.912 at 2e-3 and
+    # 0.885 / 0.851 at 1e-3 (training seeds 0 / 1 on session 23's tokenizer, 800 clips each; README, session 27)
+    c.transformer_train.learning_rate = 3e-3
     c.transformer_train.warmup_steps = 100
     c.transformer_train.grad_clip = 1.0
     c.transformer_train.condition_dropout = 0.1
