@@ -131,7 +131,8 @@ def get_config(arg: str | None = None):
     c.transformer_train.batch_size = 32
     # 3e-3, not 1e-3: at 2,500 steps the model is still learning fast (3,500 steps at 1e-3 read 0.939), and a larger
     # step gets there sooner. Generated frames read as their class 0.944 / 0.931 against 0.931 / 0.912 at 2e-3 and
-    # 0.885 / 0.851 at 1e-3 (training seeds 0 / 1 on session 23's tokenizer, 800 clips each; README, session 27)
+    # 0.885 / 0.851 at 1e-3 (training seeds 0 / 1 on session 23's tokenizer, 800 clips each; README, session 27);
+    # 5e-3 reads the same (0.935 / 0.951), so the plateau is reached and 3e-3 stays clear of its far edge
     c.transformer_train.learning_rate = 3e-3
     c.transformer_train.warmup_steps = 100
     c.transformer_train.grad_clip = 1.0
